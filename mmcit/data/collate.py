@@ -1,0 +1,109 @@
+"""Turning samples into model inputs: chat template, image-token expansion, label masking, padding.
+
+Each sample is encoded once per task (images decoded and normalised, text tokenised, ``<image>``
+expanded by the LLaVA processor to the vision tower's real token count); batches then only pad and
+stack. Training batches are right-padded; generation batches are left-padded, because a decoder
+continues every row from its last position.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from mmcit.data.sample import Sample
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class ChatTemplate:
+    """A vicuna_v1-style conversation: ``USER: <image>\\n{q} ASSISTANT: {a}</s>`` turn after turn."""
+
+    system: str = ""
+    user: str = "USER:"
+    assistant: str = "ASSISTANT:"
+
+    def prompt(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
+        """Split the conversation into (context, target) pieces: targets are the answers + eos."""
+        pieces = []
+        for k, (human, answer) in enumerate(turns):
+            head = (bos + self.system if k == 0 else "") + f"{self.user} " + ("<image>\n" if k == 0 else "")
+            pieces.append((f"{head}{human} {self.assistant}", f" {answer}{eos}"))
+        return pieces
+
+
+def load_image(sample: Sample) -> Image.Image:
+    with Image.open(sample.image) as im:
+        return im.convert("RGB")
+
+
+class Encoder:
+    """Encodes samples for training (with labels) or generation (prompt only)."""
+
+    def __init__(self, processor, template: ChatTemplate | None = None, max_length: int = 2048):
+        self.processor = processor
+        self.tok = processor.tokenizer
+        self.template = template or ChatTemplate()
+        self.max_length = max_length
+
+    def _text_ids(self, text: str, image: Image.Image | None) -> tuple[list[int], torch.Tensor | None]:
+        if image is not None:
+            enc = self.processor(images=[image], text=[text], return_tensors="pt")
+            return enc["input_ids"][0].tolist(), enc["pixel_values"][0]
+        return self.tok(text, add_special_tokens=False)["input_ids"], None
+
+    def encode_train(self, sample: Sample) -> dict:
+        """input_ids, labels (-100 on every context token), pixel_values."""
+        image = load_image(sample)
+        pieces = self.template.prompt(sample.turns, self.tok.bos_token, self.tok.eos_token)
+        ids: list[int] = []
+        labels: list[int] = []
+        pixel_values = None
+        for k, (context, target) in enumerate(pieces):
+            ctx_ids, pv = self._text_ids(context, image if k == 0 else None)
+            if k == 0:
+                pixel_values = pv
+            tgt_ids = self.tok(target, add_special_tokens=False)["input_ids"]
+            ids += ctx_ids + tgt_ids
+            labels += [IGNORE_INDEX] * len(ctx_ids) + tgt_ids
+        if len(ids) > self.max_length:
+            raise ValueError(
+                f"sample {sample.task}/{sample.id} has {len(ids)} tokens, over max_length={self.max_length}"
+            )
+        return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values}
+
+    def encode_prompt(self, sample: Sample) -> dict:
+        """The first turn's context only, ready for generation."""
+        image = load_image(sample)
+        context, _ = self.template.prompt(sample.turns[:1], self.tok.bos_token, self.tok.eos_token)[0]
+        ids, pv = self._text_ids(context, image)
+        return {"input_ids": ids, "pixel_values": pv}
+
+
+def collate(features: list[dict], pad_id: int, padding_side: str = "right") -> dict:
+    """Pad and stack encoded features into a batch (labels padded with -100)."""
+    longest = max(len(f["input_ids"]) for f in features)
+    batch_ids, batch_mask, batch_labels = [], [], []
+    for f in features:
+        n = len(f["input_ids"])
+        pad = longest - n
+        if padding_side == "left":
+            batch_ids.append([pad_id] * pad + f["input_ids"])
+            batch_mask.append([0] * pad + [1] * n)
+            if "labels" in f:
+                batch_labels.append([IGNORE_INDEX] * pad + f["labels"])
+        else:
+            batch_ids.append(f["input_ids"] + [pad_id] * pad)
+            batch_mask.append([1] * n + [0] * pad)
+            if "labels" in f:
+                batch_labels.append(f["labels"] + [IGNORE_INDEX] * pad)
+    batch = {
+        "input_ids": torch.tensor(batch_ids, dtype=torch.long),
+        "attention_mask": torch.tensor(batch_mask, dtype=torch.long),
+        "pixel_values": torch.stack([f["pixel_values"] for f in features]),
+    }
+    if batch_labels:
+        batch["labels"] = torch.tensor(batch_labels, dtype=torch.long)
+    return batch

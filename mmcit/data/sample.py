@@ -1,0 +1,48 @@
+"""The unit of data every part of mmcit exchanges: one image + conversation sample."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Sample:
+    """One training or test instance.
+
+    ``turns`` holds (human, assistant) pairs with the ``<image>`` tag already removed from the text;
+    a test sample has one turn whose assistant text is the gold answer. ``instruction`` is the
+    task-level template text (no sample-specific question), set by the task's recipe; routing uses
+    it. ``answers`` carries several gold answers where a scorer needs them (TextVQA's ten), and
+    ``meta`` anything else a scorer needs (number of choices, box, image size).
+    """
+
+    task: str
+    id: str
+    image: Path | None
+    turns: list[tuple[str, str]]
+    instruction: str = ""
+    answers: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def prompt(self) -> str:
+        return self.turns[0][0]
+
+    @property
+    def answer(self) -> str:
+        return self.turns[-1][1]
+
+
+@dataclass
+class TaskData:
+    """One task of a stream: its name, scorer and train / test samples."""
+
+    name: str
+    scorer: str
+    train: list[Sample]
+    test: list[Sample]
+
+    @property
+    def instructions(self) -> list[str]:
+        """The distinct instruction templates of the training samples, in first-seen order."""
+        return list(dict.fromkeys(s.instruction for s in self.train if s.instruction))

@@ -1,0 +1,68 @@
+"""From a DataConfig to the tasks of a stream (and the captions that pretrain the tiny base)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmcit.config import DataConfig
+from mmcit.data.sample import Sample, TaskData
+
+
+@dataclass
+class StreamData:
+    tasks: list[TaskData]
+    captions: list[Sample]
+    instruction_root: Path
+    image_root: Path
+    key: str  # identifies the data, for caching what is derived from it
+
+
+def synthetic_root(cfg: DataConfig, cache_dir: Path, log=print) -> Path:
+    """Generate the built-in benchmark once per (seed, scale, image size) and return its folder."""
+    from data_recipes import synthetic
+
+    blob = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
+                       "version": getattr(synthetic, "VERSION", 1)}, sort_keys=True)
+    root = cache_dir / "synthetic" / hashlib.sha256(blob.encode()).hexdigest()[:16]
+    if not (root / "done").exists():
+        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        synthetic.generate(tmp, seed=cfg.seed, scale=cfg.scale, image_size=cfg.image_size)
+        (tmp / "done").write_text(blob)
+        if root.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, root)
+        log(f"generated the synthetic benchmark at {root}")
+    return root
+
+
+def load_data(cfg: DataConfig, cache_dir: Path, log=print) -> StreamData:
+    """Read every task of the stream, validating each record and image before any work starts."""
+    from data_recipes import coin
+
+    if cfg.source == "synthetic":
+        root = synthetic_root(cfg, cache_dir, log)
+        instruction_root, image_root = root / "instructions", root / "images"
+    else:
+        instruction_root, image_root = Path(cfg.instruction_root), Path(cfg.image_root)
+    tasks = coin.load_stream(instruction_root, image_root, cfg.variant, cfg.tasks)
+    for t in tasks:
+        if cfg.train_limit is not None:
+            t.train = t.train[: cfg.train_limit]
+        if cfg.test_limit is not None:
+            t.test = t.test[: cfg.test_limit]
+    captions: list[Sample] = []
+    pretrain_file = instruction_root / "Pretrain" / "train.json"
+    if pretrain_file.exists():
+        captions = coin.load_records(pretrain_file, image_root, task="Pretrain", split="train")
+    key = json.dumps({"source": cfg.source, "root": str(instruction_root), "variant": cfg.variant,
+                      "tasks": cfg.tasks}, sort_keys=True)
+    if cfg.source == "synthetic":  # the generated data is determined by these, not by the path
+        key = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
+                          "variant": cfg.variant, "tasks": cfg.tasks}, sort_keys=True)
+    return StreamData(tasks, captions, instruction_root, image_root, key)

@@ -1,0 +1,121 @@
+"""The pretrained base of the tiny model, built once per configuration and cached.
+
+Continual instruction tuning starts from a model that already sees (LLaVA-1.5 starts from its
+pretraining stage). A random tiny LM would learn slowly through LoRA alone, so for the built-in
+benchmark mmcit first trains the whole tiny model (vision tower, projector, LM) on a generic
+captioning task over the same kind of scenes, and caches the result under a hash of everything that
+determines it. The continual stream then trains only LoRA and the projector on top.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mmcit.config import ModelConfig
+from mmcit.data.collate import Encoder, collate
+from mmcit.data.sample import Sample, TaskData
+from mmcit.tiny import TinyModelSpec, build_processor, build_tiny_llava
+from mmcit.tokenizer import load_tokenizer, train_tokenizer
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MMCIT_CACHE", Path.home() / ".cache" / "mmcit"))
+
+
+def spec_from_config(cfg: ModelConfig) -> TinyModelSpec:
+    return TinyModelSpec(
+        image_size=cfg.image_size,
+        patch_size=cfg.patch_size,
+        vision_hidden=cfg.vision_hidden,
+        vision_layers=cfg.vision_layers,
+        vision_heads=cfg.vision_heads,
+        text_hidden=cfg.text_hidden,
+        text_layers=cfg.text_layers,
+        text_heads=cfg.text_heads,
+        text_intermediate=cfg.text_intermediate,
+        vocab_size=cfg.vocab_size,
+    )
+
+
+def corpus(tasks: list[TaskData], captions: list[Sample]) -> list[str]:
+    """Every text the tokenizer must cover well: prompts, answers and captions."""
+    texts = ["USER: ASSISTANT:"]
+    for s in [*captions, *(x for t in tasks for x in (*t.train, *t.test))]:
+        for human, answer in s.turns:
+            texts += [human, answer]
+    return texts
+
+
+def base_key(cfg: ModelConfig, data_key: str, seed: int) -> str:
+    blob = json.dumps({"model": asdict(cfg), "data": data_key, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_or_pretrain(
+    cfg: ModelConfig,
+    tasks: list[TaskData],
+    captions: list[Sample],
+    *,
+    data_key: str,
+    seed: int,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    log=print,
+):
+    """Return (base model, processor), from the cache or freshly pretrained."""
+    from transformers import LlavaForConditionalGeneration
+
+    cache = (cache_dir or default_cache_dir()) / "bases" / base_key(cfg, data_key, seed)
+    spec = spec_from_config(cfg)
+    if (cache / "done").exists():
+        tok = load_tokenizer(cache)
+        model = LlavaForConditionalGeneration.from_pretrained(cache)
+        return model, build_processor(tok, spec.image_size, spec.patch_size)
+    start = time.perf_counter()
+    tok = train_tokenizer(corpus(tasks, captions), vocab_size=cfg.vocab_size)
+    model, processor = build_tiny_llava(spec, tok, seed=seed)
+    if cfg.pretrain.enabled and captions:
+        _pretrain(model, processor, captions, cfg, seed, progress)
+    tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "done").write_text(json.dumps({"seconds": time.perf_counter() - start}))
+    if cache.exists():  # another process finished first; keep its copy
+        shutil.rmtree(tmp)
+    else:
+        os.replace(tmp, cache)
+    log(f"pretrained tiny base in {time.perf_counter() - start:.0f}s, cached at {cache}")
+    return model, processor
+
+
+def _pretrain(model, processor, captions: list[Sample], cfg: ModelConfig, seed: int, progress: bool) -> None:
+    """Train every weight on the captions (the LLaVA pretraining stage, in miniature)."""
+    encoder = Encoder(processor)
+    features = [encoder.encode_train(s) for s in captions]
+    pc = cfg.pretrain
+    opt = torch.optim.AdamW(model.parameters(), lr=pc.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.lr, total_steps=pc.steps, pct_start=0.05)
+    rng = random.Random(seed)
+    pad = processor.tokenizer.pad_token_id
+    model.train()
+    bar = tqdm(range(pc.steps), desc="pretrain base", disable=not progress, leave=False, dynamic_ncols=True)
+    for _ in bar:
+        idx = rng.sample(range(len(features)), min(pc.batch_size, len(features)))
+        loss = model(**collate([features[i] for i in idx], pad, "right")).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
