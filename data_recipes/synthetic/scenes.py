@@ -1,0 +1,126 @@
+"""Scenes of the synthetic benchmark: what an image shows, how to draw it and how to describe it.
+
+A ``Scene`` is a small, fully-described value (objects on a grid, a word, an icon or a book cover);
+``render`` turns it into pixels and ``describe`` into the pretraining caption. Task samplers (in
+``tasks.py``) build a scene together with the question asked about it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import random
+
+from PIL import Image
+
+from data_recipes.synthetic import draw
+from data_recipes.synthetic.vocab import BACKGROUNDS, COLOURS, GRID_NAMES, cell_box
+
+#: Colours that stay readable as text on a light background (yellow does not).
+TEXT_COLOURS: list[str] = ["red", "green", "blue", "purple", "orange"]
+_LIGHT_COVERS = {"yellow", "orange"}  # covers dark text is printed on
+_WHITE = (255, 255, 255)
+_INK = (20, 20, 20)
+
+
+@dataclass(frozen=True)
+class Obj:
+    """One shape of a multi-object scene, in a cell of the scene's grid (row-major index)."""
+
+    shape: str
+    colour: str
+    cell: int
+
+
+@dataclass
+class Scene:
+    """What one image shows. ``kind`` is one of "objects", "word", "icon", "cover"."""
+
+    kind: str
+    background: tuple[int, int, int]
+    grid: int = 3
+    objects: list[Obj] = field(default_factory=list)
+    colour: str = ""           # word / icon / cover colour
+    word: str = ""             # written word or book title
+    author: str = ""           # book author
+    icon: str = ""             # icon class or the cover's decorative shape
+    box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # icon box, normalised
+    jitter: tuple[float, float] = (0.0, 0.0)  # word offset as a fraction of the free room, in [-1, 1]
+    noise_seed: int | None = None  # set for degraded (VizWiz-like) images
+
+
+def position_name(grid: int, cell: int) -> str:
+    """Words for a grid cell, e.g. "top left" or "center"."""
+    return GRID_NAMES[grid][cell]
+
+
+def random_background(rng: random.Random) -> tuple[int, int, int]:
+    """One of the light background tints."""
+    return rng.choice(BACKGROUNDS)
+
+
+def render(scene: Scene, size: int) -> Image.Image:
+    """Draw ``scene`` on a ``size`` x ``size`` RGB canvas (a pure function of the scene)."""
+    img, d = draw.canvas(size, scene.background)
+    if scene.kind == "objects":
+        for o in scene.objects:
+            draw.draw_shape(d, o.shape, draw.to_px(cell_box(scene.grid, o.cell), size), COLOURS[o.colour])
+    elif scene.kind == "word":
+        fs = round(0.36 * size)
+        w, h = draw.text_extent(scene.word, fs)
+        # Free room on each side, minus a small safety margin so glyphs never touch the border.
+        sx = max(0.0, (size - w) / 2 - 0.05 * size)
+        sy = max(0.0, (size - h) / 2 - 0.08 * size)
+        centre = (size / 2 + scene.jitter[0] * sx, size / 2 + scene.jitter[1] * sy)
+        draw.draw_text(d, scene.word, centre, fs, COLOURS[scene.colour])
+    elif scene.kind == "icon":
+        draw.draw_icon(d, scene.icon, draw.to_px(scene.box, size), COLOURS[scene.colour], scene.background)
+    elif scene.kind == "cover":
+        cover = COLOURS[scene.colour]
+        ink = _INK if scene.colour in _LIGHT_COVERS else _WHITE
+        d.rectangle(draw.to_px((0.1, 0.02, 0.9, 0.98), size), fill=cover)
+        # Two fixed text zones: the title large at the top, the author smaller at the bottom.
+        draw.draw_text(d, scene.word, (0.5 * size, 0.2 * size), round(0.3 * size), ink)
+        draw.draw_shape(d, scene.icon, draw.to_px((0.38, 0.39, 0.62, 0.63), size), ink)
+        draw.draw_text(d, scene.author, (0.5 * size, 0.82 * size), round(0.22 * size), ink)
+    else:
+        raise ValueError(f"unknown scene kind {scene.kind!r}")
+    if scene.noise_seed is not None:
+        img = draw.degrade(img, random.Random(scene.noise_seed))
+    return img
+
+
+def article(noun_phrase: str) -> str:
+    """``noun_phrase`` with "a" or "an" in front ("an orange star")."""
+    return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
+
+
+def _cap(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def _join(parts: list[str]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def describe(scene: Scene) -> str:
+    """A complete caption naming everything a task answer can depend on (pretraining target)."""
+    if scene.kind == "objects":
+        objs = sorted(scene.objects, key=lambda o: o.cell)  # canonical order: reading order
+        parts = [f"{article(o.colour + ' ' + o.shape)} at the {position_name(scene.grid, o.cell)}"
+                 for o in objs]
+        n = len(objs)
+        count = "There is 1 object." if n == 1 else f"There are {n} objects."
+        text = _join(parts)
+        if scene.noise_seed is not None:
+            return f"A noisy, blurry photo of {text}. {count}"
+        return f"{_cap(text)}. {count}"
+    if scene.kind == "word":
+        return f"The word {scene.word} is written in {scene.colour}."
+    if scene.kind == "icon":
+        return f"A large {scene.colour} {scene.icon}."
+    if scene.kind == "cover":
+        ink = "black" if scene.colour in _LIGHT_COVERS else "white"
+        return (f"{_cap(article(scene.colour))} book cover with the title {scene.word} at the top, "
+                f"the author {scene.author} at the bottom and a small {ink} {scene.icon} in the middle.")
+    raise ValueError(f"unknown scene kind {scene.kind!r}")

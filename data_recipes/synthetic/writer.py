@@ -1,0 +1,161 @@
+"""Write the synthetic benchmark to disk in exactly CoIN's file layout.
+
+    <root>/images/<Task>/{train,test}/<00000>.png        images (paths in records are relative to images/)
+    <root>/images/TextVQA/TextVQA_0.5.1_val.json         TextVQA's ten gold answers per test question
+    <root>/images/Pretrain/<00000>.png                   captioning images for the base's pretraining
+    <root>/instructions/<Variant>/<Task>/{train,test}.json   Variant: Instructions, Instructions_Diverse
+    <root>/instructions/Instructions_Heldout/<Task>/test.json  unseen instruction wordings, same questions
+    <root>/instructions/Pretrain/train.json              "Describe the image." captions
+    <root>/manifest.json                                 parameters and counts (relative paths only)
+
+Every random choice comes from a ``random.Random`` seeded by a hash of (seed, task, split, purpose),
+so a task's data does not depend on which other tasks were generated or in which order.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from data_recipes.synthetic import draw
+from data_recipes.synthetic.instructions import VARIANT_DIRS, build_prompt, templates
+from data_recipes.synthetic.scenes import describe, render
+from data_recipes.synthetic.tasks import SAMPLERS, Item
+from data_recipes.synthetic.vocab import TASKS
+
+PRETRAIN_PROMPT = "Describe the image."
+TEXTVQA_GOLDS = "TextVQA/TextVQA_0.5.1_val.json"
+
+
+def derive_seed(seed: int, *parts: str) -> int:
+    """A 64-bit seed from ``seed`` and labels; stable across runs (unlike Python's ``hash``)."""
+    digest = hashlib.sha256("|".join([str(seed), *parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _count(n: int, scale: float) -> int:
+    return max(1, round(n * scale))
+
+
+def _write_json(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _train_record(task: str, i: int, image: str, item: Item, instruction: str) -> dict:
+    prompt = build_prompt(task, item.question, instruction)
+    return {"id": f"{task}_{i:05d}", "image": image,
+            "conversations": [{"from": "human", "value": "<image>\n" + prompt},
+                              {"from": "gpt", "value": item.answer}]}
+
+
+def _test_record(task: str, i: int, image: str, item: Item, instruction: str, size: int) -> dict:
+    # Like CoIN's test files, "text" carries no <image> tag: the evaluation code adds it.
+    rec = {"question_id": i, "image": image, "text": build_prompt(task, item.question, instruction),
+           "answer": item.answer}
+    if task == "Grounding":
+        rec["answer_bbox"] = item.answer
+        rec["size"] = [size, size]
+    return rec
+
+
+def _textvqa_golds(items: list[Item], seed: int) -> dict:
+    """Ten answers per TextVQA test question: the gold word, sometimes 1-2 case variants."""
+    rng = random.Random(derive_seed(seed, "TextVQA", "golds"))
+    data = []
+    for i, item in enumerate(items):
+        answers = [item.answer] * 10
+        for k in rng.sample(range(10), rng.choice([0, 0, 1, 2])):
+            answers[k] = rng.choice([item.answer.capitalize(), item.answer.upper()])
+        data.append({"question_id": i, "image_id": f"{i:05d}", "question": item.question,
+                     "answers": answers})
+    return {"dataset_name": "synthetic-textvqa", "dataset_type": "val", "data": data}
+
+
+def _variant_choices(seed: int, task: str, split: str, variant: str, n: int) -> list[str]:
+    """One instruction template per sample, drawn independently of the scene's randomness."""
+    options = templates(variant, task)
+    rng = random.Random(derive_seed(seed, task, split, variant))
+    return [rng.choice(options) for _ in range(n)]
+
+
+def _write_task(task: str, splits: dict[str, int], image_root: Path, instr_root: Path,
+                seed: int, size: int) -> dict[str, list[Item]]:
+    generated: dict[str, list[Item]] = {}
+    for split, n in splits.items():
+        rng = random.Random(derive_seed(seed, task, split))
+        items = [SAMPLERS[task](rng) for _ in range(n)]
+        generated[split] = items
+        paths = [f"{task}/{split}/{i:05d}.png" for i in range(n)]
+        for item, rel in zip(items, paths):
+            draw.save_png(render(item.scene, size), image_root / rel)
+        variants = ["original", "diverse"] + (["heldout"] if split == "test" else [])
+        for variant in variants:
+            chosen = _variant_choices(seed, task, split, variant, n)
+            if split == "train":
+                records = [_train_record(task, i, p, it, ins)
+                           for i, (it, p, ins) in enumerate(zip(items, paths, chosen))]
+            else:
+                records = [_test_record(task, i, p, it, ins, size)
+                           for i, (it, p, ins) in enumerate(zip(items, paths, chosen))]
+            _write_json(instr_root / VARIANT_DIRS[variant] / task / f"{split}.json", records)
+    return generated
+
+
+def _write_pretrain(n_per_task: int, image_root: Path, instr_root: Path, seed: int, size: int) -> int:
+    rng = random.Random(derive_seed(seed, "Pretrain"))
+    records = []
+    for i in range(n_per_task * len(TASKS)):
+        # Cycle through the eight scene kinds so that every kind is equally represented.
+        item = SAMPLERS[TASKS[i % len(TASKS)]](rng)
+        rel = f"Pretrain/{i:05d}.png"
+        draw.save_png(render(item.scene, size), image_root / rel)
+        records.append({"id": f"Pretrain_{i:05d}", "image": rel,
+                        "conversations": [{"from": "human", "value": "<image>\n" + PRETRAIN_PROMPT},
+                                          {"from": "gpt", "value": describe(item.scene)}]})
+    _write_json(instr_root / "Pretrain" / "train.json", records)
+    return len(records)
+
+
+def generate(root: Path | str, *, seed: int = 0, scale: float = 1.0, image_size: int = 64,
+             train_per_task: int = 400, test_per_task: int = 60, pretrain_per_task: int = 150,
+             tasks: list[str] | None = None) -> dict:
+    """Write the synthetic CoIN-shaped benchmark under ``root`` and return its manifest.
+
+    Sizes are ``round(n * scale)`` (at least 1) for each of ``train_per_task``, ``test_per_task``
+    and ``pretrain_per_task`` (pretraining images per scene kind). ``tasks`` restricts generation to
+    a subset (CoIN order is kept); the pretraining set always covers all eight kinds. The same
+    arguments give byte-identical files on the same software stack (Pillow, zlib, font file).
+    Existing files are overwritten; stale files from an earlier, larger generation are left alone.
+    Returns a dict with absolute ``root``, ``image_root``, ``instruction_root``, the variant folder
+    names, per-task counts and the generation parameters.
+    """
+    if scale <= 0 or image_size < 16:
+        raise ValueError("scale must be > 0 and image_size >= 16")
+    chosen = TASKS if tasks is None else [t for t in TASKS if t in set(tasks)]
+    unknown = set(tasks or []) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown tasks {sorted(unknown)}; expected names from {TASKS}")
+    root = Path(root)
+    image_root, instr_root = root / "images", root / "instructions"
+    splits = {"train": _count(train_per_task, scale), "test": _count(test_per_task, scale)}
+    counts = {}
+    for task in chosen:
+        items = _write_task(task, splits, image_root, instr_root, seed, image_size)
+        counts[task] = {split: len(v) for split, v in items.items()}
+        if task == "TextVQA":
+            _write_json(image_root / TEXTVQA_GOLDS, _textvqa_golds(items["test"], seed))
+    n_pre = _write_pretrain(_count(pretrain_per_task, scale), image_root, instr_root, seed, image_size)
+    font = draw.font_path()
+    manifest = {
+        "benchmark": "mmcit-synthetic", "version": 1, "seed": seed, "scale": scale,
+        "image_size": image_size, "tasks": chosen, "counts": counts, "pretrain": n_pre,
+        "image_root": "images", "instruction_root": "instructions",
+        "variants": {k: VARIANT_DIRS[k] for k in ("original", "diverse", "heldout")},
+        "font": Path(font).name if font else "pillow-default",
+    }
+    _write_json(root / "manifest.json", manifest)
+    return {**manifest, "root": str(root.resolve()), "image_root": str(image_root.resolve()),
+            "instruction_root": str(instr_root.resolve()),
+            "pretrain_file": str((instr_root / "Pretrain" / "train.json").resolve())}

@@ -1,0 +1,231 @@
+"""Tests of the synthetic CoIN-shaped benchmark generator (data_recipes.synthetic)."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from data_recipes.synthetic import (
+    AUTHORS, COLOUR_NAMES, DIVERSE_INSTRUCTIONS, HELDOUT_INSTRUCTIONS, ICONS, ORIGINAL_INSTRUCTIONS,
+    PRETRAIN_PROMPT, SHAPES, TASKS, WORDS, generate,
+)
+from data_recipes.synthetic.instructions import IMAGENET_LAST_LINE, VQA_INSTRUCTION
+from data_recipes.synthetic.vocab import cell_box, format_box
+
+SCALE = 0.05  # 20 train, 3 test per task, 8 pretraining scenes per kind: well under a second
+VQA_LIKE = ["TextVQA", "GQA", "VizWiz", "VQAv2", "OCRVQA"]
+VARIANTS = {"Instructions": ORIGINAL_INSTRUCTIONS, "Instructions_Diverse": DIVERSE_INSTRUCTIONS}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("synthetic")
+    return root, generate(root, seed=0, scale=SCALE)
+
+
+def load(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def allowed(variant: str, task: str) -> set[str]:
+    t = VARIANTS[variant][task]
+    return {t} if isinstance(t, str) else set(t)
+
+
+def test_determinism_byte_identical(bench, tmp_path):
+    root, _ = bench
+    generate(tmp_path / "again", seed=0, scale=SCALE)
+    first, second = tree_bytes(root), tree_bytes(tmp_path / "again")
+    assert first.keys() == second.keys()
+    assert all(first[k] == second[k] for k in first)
+
+
+def test_other_seed_differs(bench, tmp_path):
+    root, _ = bench
+    generate(tmp_path / "s1", seed=1, scale=SCALE, tasks=["GQA"])
+    a = load(root / "instructions/Instructions/GQA/train.json")
+    b = load(tmp_path / "s1/instructions/Instructions/GQA/train.json")
+    assert a != b
+
+
+def test_layout_and_counts(bench):
+    root, manifest = bench
+    assert manifest["tasks"] == TASKS == ["ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz",
+                                          "Grounding", "VQAv2", "OCRVQA"]
+    assert Path(manifest["image_root"]) == (root / "images").resolve()
+    instr = root / "instructions"
+    for task in TASKS:
+        n_train, n_test = manifest["counts"][task]["train"], manifest["counts"][task]["test"]
+        assert (n_train, n_test) == (20, 3)
+        for variant in ("Instructions", "Instructions_Diverse"):
+            assert len(load(instr / variant / task / "train.json")) == n_train
+            assert len(load(instr / variant / task / "test.json")) == n_test
+        assert sorted(p.name for p in (instr / "Instructions_Heldout" / task).iterdir()) == ["test.json"]
+        for split, n in (("train", n_train), ("test", n_test)):
+            assert len(list((root / "images" / task / split).glob("*.png"))) == n
+    assert json.loads((root / "manifest.json").read_text())["counts"] == manifest["counts"]
+
+
+def test_records_well_formed(bench):
+    root, _ = bench
+    for variant in VARIANTS:
+        for task in TASKS:
+            for rec in load(root / "instructions" / variant / task / "train.json"):
+                assert set(rec) == {"id", "image", "conversations"}
+                human, gpt = rec["conversations"]
+                assert human["from"] == "human" and human["value"].startswith("<image>\n")
+                assert gpt["from"] == "gpt" and gpt["value"]
+                assert not Path(rec["image"]).is_absolute() and ".." not in rec["image"]
+                assert (root / "images" / rec["image"]).is_file()
+            for rec in load(root / "instructions" / variant / task / "test.json"):
+                keys = {"question_id", "image", "text", "answer"}
+                if task == "Grounding":
+                    keys |= {"answer_bbox", "size"}
+                    assert rec["size"] == [64, 64] and rec["answer_bbox"] == rec["answer"]
+                assert set(rec) == keys and "<image>" not in rec["text"]
+                with Image.open(root / "images" / rec["image"]) as im:
+                    assert im.format == "PNG" and im.size == (64, 64) and im.mode == "RGB"
+
+
+def test_prompt_layout_per_task(bench):
+    root, _ = bench
+    for variant in VARIANTS:
+        for task in TASKS:
+            for rec in load(root / "instructions" / variant / task / "train.json"):
+                lines = rec["conversations"][0]["value"].split("\n")
+                answer = rec["conversations"][1]["value"]
+                assert lines[0] == "<image>"
+                if task == "ImageNet":
+                    assert len(lines) == 3 and lines[1] in allowed(variant, task)
+                    assert lines[2] == IMAGENET_LAST_LINE and answer in ICONS
+                elif task == "Grounding":
+                    assert len(lines) == 2
+                    instruction, expr = lines[1].split(": ")
+                    assert instruction in allowed(variant, task)
+                    colour, shape = re.fullmatch(r"the (\w+) (\w+)", expr).groups()
+                    assert colour in COLOUR_NAMES and shape in SHAPES
+                else:
+                    assert len(lines) >= 3 and lines[-1] in allowed(variant, task)
+                if task == "ScienceQA":
+                    options = [ln for ln in lines if re.match(r"^[A-D]\. ", ln)]
+                    assert 3 <= len(options) <= 4
+                    assert answer in "ABCD"[:len(options)]
+
+
+def test_answer_formats(bench):
+    root, _ = bench
+    boxes = {format_box(cell_box(3, c)) for c in range(9)}
+    for task in TASKS:
+        answers = [r["conversations"][1]["value"]
+                   for r in load(root / "instructions/Instructions" / task / "train.json")]
+        answers += [r["answer"] for r in load(root / "instructions/Instructions" / task / "test.json")]
+        vocab = {
+            "ScienceQA": set("ABCD"), "TextVQA": set(WORDS), "ImageNet": set(ICONS),
+            "GQA": set(COLOUR_NAMES) | set(SHAPES),
+            "VizWiz": set(COLOUR_NAMES) | set(SHAPES) | {"unanswerable"},
+            "Grounding": boxes, "VQAv2": {"1", "2", "3", "4", "5", "yes", "no"},
+            "OCRVQA": set(WORDS) | set(AUTHORS),
+        }[task]
+        assert set(answers) <= vocab, task
+    for box in boxes:  # 2 decimals, normalised
+        assert re.fullmatch(r"\[(0\.\d\d, ){3}0\.\d\d\]", box)
+
+
+def test_vizwiz_unanswerable_rate(tmp_path):
+    generate(tmp_path, seed=3, scale=0.5, tasks=["VizWiz"])
+    answers = [r["conversations"][1]["value"]
+               for r in load(tmp_path / "instructions/Instructions/VizWiz/train.json")]
+    rate = answers.count("unanswerable") / len(answers)
+    assert 0.2 <= rate <= 0.42
+
+
+def test_textvqa_golds(bench):
+    root, _ = bench
+    golds = json.loads((root / "images/TextVQA/TextVQA_0.5.1_val.json").read_text())["data"]
+    tests = load(root / "instructions/Instructions/TextVQA/test.json")
+    by_id = {g["question_id"]: g["answers"] for g in golds}
+    assert set(by_id) == {r["question_id"] for r in tests}
+    for rec in tests:
+        answers = by_id[rec["question_id"]]
+        assert len(answers) == 10 and {a.lower() for a in answers} == {rec["answer"]}
+        assert answers.count(rec["answer"]) >= 8
+
+
+def test_heldout_same_questions_new_wording(bench):
+    root, _ = bench
+    trained = set(ORIGINAL_INSTRUCTIONS.values()) | {t for v in DIVERSE_INSTRUCTIONS.values() for t in v}
+    heldout = {t for v in HELDOUT_INSTRUCTIONS.values() for t in v}
+    assert not trained & heldout
+    assert all(": " not in t for t in trained | heldout)  # would break Grounding's split
+    for task in TASKS:
+        div = load(root / "instructions/Instructions_Diverse" / task / "test.json")
+        held = load(root / "instructions/Instructions_Heldout" / task / "test.json")
+        assert [(r["question_id"], r["image"], r["answer"]) for r in div] == \
+               [(r["question_id"], r["image"], r["answer"]) for r in held]
+        for d, h in zip(div, held):
+            if task == "ImageNet":
+                assert h["text"].split("\n")[0] in HELDOUT_INSTRUCTIONS[task]
+            elif task == "Grounding":
+                assert h["text"].split(": ")[1] == d["text"].split(": ")[1]
+            else:
+                assert h["text"].split("\n")[:-1] == d["text"].split("\n")[:-1]
+                assert h["text"].split("\n")[-1] in HELDOUT_INSTRUCTIONS[task]
+
+
+def test_original_instruction_groups():
+    assert len({ORIGINAL_INSTRUCTIONS[t] for t in VQA_LIKE}) == 1
+    assert ORIGINAL_INSTRUCTIONS["TextVQA"] == VQA_INSTRUCTION
+    others = [ORIGINAL_INSTRUCTIONS[t] for t in ("ScienceQA", "ImageNet", "Grounding")]
+    assert len(set(others)) == 3 and VQA_INSTRUCTION not in others
+    for task in TASKS:
+        assert 4 <= len(set(DIVERSE_INSTRUCTIONS[task])) <= 6
+        assert 2 <= len(set(HELDOUT_INSTRUCTIONS[task])) <= 3
+
+
+_STOP = set("a an the and or of to in on with this that is are be it its by for from as at if not "
+            "when then what which than can does do how your you".split())
+
+
+def _tfidf_cos(a: str, b: str) -> float:
+    """Cosine of two sentences' TF-IDF vectors fitted on the pair alone (like LCIA's reference)."""
+    docs = [[w for w in re.findall(r"[a-z]+", s.lower()) if w not in _STOP] for s in (a, b)]
+    idf = {w: 1 + math.log(3 / (1 + sum(w in d for d in docs))) for d in docs for w in d}
+    vecs = []
+    for d in docs:
+        v = {w: d.count(w) * idf[w] for w in set(d)}
+        n = math.sqrt(sum(x * x for x in v.values())) or 1.0
+        vecs.append({w: x / n for w, x in v.items()})
+    return sum(x * vecs[1].get(w, 0.0) for w, x in vecs[0].items())
+
+
+def test_paraphrase_families_route_to_their_task():
+    """Each held-out wording is closest (mean pairwise similarity) to its own task's family."""
+    for task in TASKS:
+        for sentence in HELDOUT_INSTRUCTIONS[task]:
+            sims = {t: sum(_tfidf_cos(sentence, d) for d in DIVERSE_INSTRUCTIONS[t])
+                    / len(DIVERSE_INSTRUCTIONS[t]) for t in TASKS}
+            assert max(sims, key=sims.get) == task, (sentence, sims)
+
+
+def test_pretrain_captions(bench):
+    root, manifest = bench
+    records = load(root / "instructions/Pretrain/train.json")
+    assert len(records) == manifest["pretrain"] == 8 * 8
+    captions = []
+    for rec in records:
+        human, gpt = rec["conversations"]
+        assert human["value"] == "<image>\n" + PRETRAIN_PROMPT
+        assert rec["image"].startswith("Pretrain/") and (root / "images" / rec["image"]).is_file()
+        captions.append(gpt["value"])
+    text = " ".join(captions)
+    for marker in ("book cover", "The word", "A large", "noisy", "There is 1 object", "objects."):
+        assert marker in text
+    assert any(re.search(r"at the (top|middle|bottom|center)", c) for c in captions)
