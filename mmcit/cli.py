@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIGS = REPO_ROOT / "configs" / "demo"
-DEMO_METHODS = ["lora_ft", "multitask"]
+DEMO_METHODS = ["lcia", "lora_ft", "ema", "adaptive_ema", "multitask"]
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=0, help="methods run in parallel (default: one per CPU core)")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every method's config")
     p.set_defaults(func=cmd_demo)
+
+    from mmcit.predict import add_arguments as predict_arguments, cmd_predict
+
+    p = sub.add_parser("predict", help="answer one image + prompt with a finished run (routes by instruction)")
+    predict_arguments(p)
+    p.set_defaults(func=cmd_predict)
 
     args = parser.parse_args(argv)
     from mmcit.config import ConfigError

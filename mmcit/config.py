@@ -43,7 +43,8 @@ class DataConfig:
 @dataclass
 class PretrainConfig:
     enabled: bool = True
-    steps: int = 600
+    vision_steps: int = 0  # stage 0: vision tower alone on caption words (cheap, no LM)
+    steps: int = 600  # stage 1: every weight on the captions
     batch_size: int = 32
     lr: float = 2e-3
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from mmcit.config import ModelConfig
 from mmcit.data.collate import Encoder, collate
-from mmcit.data.sample import Sample, TaskData
+from mmcit.data.sample import Sample
 from mmcit.tiny import TinyModelSpec, build_processor, build_tiny_llava
 from mmcit.tokenizer import load_tokenizer, train_tokenizer
 
@@ -46,15 +46,6 @@ def spec_from_config(cfg: ModelConfig) -> TinyModelSpec:
     )
 
 
-def corpus(tasks: list[TaskData], captions: list[Sample]) -> list[str]:
-    """Every text the tokenizer must cover well: prompts, answers and captions."""
-    texts = ["USER: ASSISTANT:"]
-    for s in [*captions, *(x for t in tasks for x in (*t.train, *t.test))]:
-        for human, answer in s.turns:
-            texts += [human, answer]
-    return texts
-
-
 def base_key(cfg: ModelConfig, data_key: str, seed: int) -> str:
     blob = json.dumps({"model": asdict(cfg), "data": data_key, "seed": seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -62,7 +53,7 @@ def base_key(cfg: ModelConfig, data_key: str, seed: int) -> str:
 
 def load_or_pretrain(
     cfg: ModelConfig,
-    tasks: list[TaskData],
+    texts: list[str],
     captions: list[Sample],
     *,
     data_key: str,
@@ -77,11 +68,15 @@ def load_or_pretrain(
     cache = (cache_dir or default_cache_dir()) / "bases" / base_key(cfg, data_key, seed)
     spec = spec_from_config(cfg)
     if (cache / "done").exists():
+        from transformers.utils import logging as hf_logging
+
         tok = load_tokenizer(cache)
+        hf_logging.disable_progress_bar()  # a per-weight loading bar for a tiny cached model is noise
         model = LlavaForConditionalGeneration.from_pretrained(cache)
+        hf_logging.enable_progress_bar()
         return model, build_processor(tok, spec.image_size, spec.patch_size)
     start = time.perf_counter()
-    tok = train_tokenizer(corpus(tasks, captions), vocab_size=cfg.vocab_size)
+    tok = train_tokenizer(["USER: ASSISTANT:", *texts], vocab_size=cfg.vocab_size)
     model, processor = build_tiny_llava(spec, tok, seed=seed)
     if cfg.pretrain.enabled and captions:
         _pretrain(model, processor, captions, cfg, seed, progress)
@@ -103,6 +98,8 @@ def _pretrain(model, processor, captions: list[Sample], cfg: ModelConfig, seed: 
     encoder = Encoder(processor)
     features = [encoder.encode_train(s) for s in captions]
     pc = cfg.pretrain
+    if pc.vision_steps > 0:
+        _pretrain_vision(model, processor, captions, features, pc, seed, progress)
     opt = torch.optim.AdamW(model.parameters(), lr=pc.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.lr, total_steps=pc.steps, pct_start=0.05)
     rng = random.Random(seed)
@@ -119,3 +116,42 @@ def _pretrain(model, processor, captions: list[Sample], cfg: ModelConfig, seed: 
         opt.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
+
+
+def _pretrain_vision(model, processor, captions, features, pc, seed: int, progress: bool) -> None:
+    """Stage 0: teach the vision tower to see, cheaply, before any language is involved.
+
+    The tower (mean-pooled, plus a throw-away linear head) learns to predict which words of the
+    caption vocabulary describe the image (multi-label). This is the tiny stand-in for the
+    recognition pretraining a real vision encoder (CLIP) brings, and costs a fraction of a
+    captioning step because the language model is not run.
+    """
+    words = sorted({w for s in captions for w in _words(s.answer)})
+    index = {w: i for i, w in enumerate(words)}
+    targets = torch.zeros(len(captions), len(words))
+    for k, s in enumerate(captions):
+        for w in _words(s.answer):
+            targets[k, index[w]] = 1.0
+    pixels = torch.stack([f["pixel_values"] for f in features])
+    tower = model.model.vision_tower
+    head = torch.nn.Linear(tower.config.hidden_size, len(words))
+    params = [*tower.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.lr, total_steps=pc.vision_steps, pct_start=0.05)
+    rng = random.Random(seed + 1)
+    tower.train()
+    bar = tqdm(range(pc.vision_steps), desc="pretrain vision", disable=not progress, leave=False, dynamic_ncols=True)
+    for _ in bar:
+        idx = rng.sample(range(len(captions)), min(pc.batch_size, len(captions)))
+        hidden = tower(pixel_values=pixels[idx]).last_hidden_state  # (B, 1 + patches, D)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(hidden.mean(1)), targets[idx])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(".,").lower() for w in text.split() if w.strip(".,")]

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from mmcit.config import ConfigError, RunConfig
-from mmcit.data.stream import load_data
+from mmcit.data.stream import corpus_texts, load_data
 from mmcit.evaluate import evaluate_task
 from mmcit.io import save_safetensors, write_json, write_text
 from mmcit.methods import RunContext, build_method
@@ -41,7 +41,7 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
 
 def build_model(cfg: RunConfig, data, cache_dir: Path, log=print, progress: bool = True) -> MMModel:
     base, processor = load_or_pretrain(
-        cfg.model, data.tasks, data.captions, data_key=data.key, seed=cfg.seed,
+        cfg.model, corpus_texts(data.instruction_root), data.captions, data_key=data.key, seed=cfg.seed,
         cache_dir=cache_dir, progress=progress, log=log,
     )
     lora = LoraSettings(r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,

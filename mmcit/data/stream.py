@@ -60,9 +60,27 @@ def load_data(cfg: DataConfig, cache_dir: Path, log=print) -> StreamData:
     pretrain_file = instruction_root / "Pretrain" / "train.json"
     if pretrain_file.exists():
         captions = coin.load_records(pretrain_file, image_root, task="Pretrain", split="train")
-    key = json.dumps({"source": cfg.source, "root": str(instruction_root), "variant": cfg.variant,
-                      "tasks": cfg.tasks}, sort_keys=True)
+    # The pretrained tiny base (and its tokenizer) depends on the whole benchmark, not on which
+    # tasks or variant a run picks, so that every run over the same data shares one cached base.
+    key = json.dumps({"source": cfg.source, "root": str(instruction_root.absolute())}, sort_keys=True)
     if cfg.source == "synthetic":  # the generated data is determined by these, not by the path
-        key = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
-                          "variant": cfg.variant, "tasks": cfg.tasks}, sort_keys=True)
+        key = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size}, sort_keys=True)
     return StreamData(tasks, captions, instruction_root, image_root, key)
+
+
+def corpus_texts(instruction_root: Path) -> list[str]:
+    """Every prompt and answer in every instruction file under the root (all variants, all tasks):
+    the text a locally trained tokenizer must cover."""
+    texts: list[str] = []
+    for path in sorted(Path(instruction_root).rglob("*.json")):
+        records = json.loads(path.read_text(encoding="utf-8"))
+        for rec in records if isinstance(records, list) else []:
+            if not isinstance(rec, dict):
+                continue
+            for turn in rec.get("conversations") or []:
+                if isinstance(turn, dict) and isinstance(turn.get("value"), str):
+                    texts.append(turn["value"].replace("<image>", ""))
+            for k in ("text", "answer"):
+                if isinstance(rec.get(k), str):
+                    texts.append(rec[k].replace("<image>", ""))
+    return texts
