@@ -35,6 +35,7 @@ class DataConfig:
     seed: int = 0  # synthetic: generator seed
     scale: float = 1.0  # synthetic: multiplies the per-task sample counts
     image_size: int = 64  # synthetic: image side in pixels
+    pretrain_per_task: int = 800  # synthetic: captioned pretraining scenes per task kind
     train_limit: int | None = None  # keep at most this many training samples per task
     test_limit: int | None = None
     cache_dir: str | None = None  # where generated data and pretrained bases are cached
@@ -43,8 +44,8 @@ class DataConfig:
 @dataclass
 class PretrainConfig:
     enabled: bool = True
-    vision_steps: int = 0  # stage 0: vision tower alone on caption words (cheap, no LM)
-    steps: int = 600  # stage 1: every weight on the captions
+    vision_steps: int = 2000  # stage 0: vision tower alone on caption words (cheap, no LM)
+    steps: int = 300  # stage 1: every weight on the captions
     batch_size: int = 32
     lr: float = 2e-3
 
@@ -54,8 +55,8 @@ class ModelConfig:
     type: str = "tiny_llava"
     image_size: int = 64
     patch_size: int = 16
-    vision_hidden: int = 96
-    vision_layers: int = 2
+    vision_hidden: int = 128
+    vision_layers: int = 4
     vision_heads: int = 4
     text_hidden: int = 128
     text_layers: int = 3

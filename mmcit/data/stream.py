@@ -26,12 +26,14 @@ def synthetic_root(cfg: DataConfig, cache_dir: Path, log=print) -> Path:
     from data_recipes import synthetic
 
     blob = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
+                       "pretrain_per_task": cfg.pretrain_per_task,
                        "version": getattr(synthetic, "VERSION", 1)}, sort_keys=True)
     root = cache_dir / "synthetic" / hashlib.sha256(blob.encode()).hexdigest()[:16]
     if not (root / "done").exists():
         tmp = root.with_name(root.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        synthetic.generate(tmp, seed=cfg.seed, scale=cfg.scale, image_size=cfg.image_size)
+        synthetic.generate(tmp, seed=cfg.seed, scale=cfg.scale, image_size=cfg.image_size,
+                           pretrain_per_task=cfg.pretrain_per_task)
         (tmp / "done").write_text(blob)
         if root.exists():
             shutil.rmtree(tmp)
@@ -64,7 +66,8 @@ def load_data(cfg: DataConfig, cache_dir: Path, log=print) -> StreamData:
     # tasks or variant a run picks, so that every run over the same data shares one cached base.
     key = json.dumps({"source": cfg.source, "root": str(instruction_root.absolute())}, sort_keys=True)
     if cfg.source == "synthetic":  # the generated data is determined by these, not by the path
-        key = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size}, sort_keys=True)
+        key = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
+                          "pretrain_per_task": cfg.pretrain_per_task}, sort_keys=True)
     return StreamData(tasks, captions, instruction_root, image_root, key)
 
 
