@@ -136,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, DataError) as e:
         return _fail(str(e))
+    except RuntimeError as e:
+        from mmcit.train import NonFiniteLoss
+
+        if not isinstance(e, NonFiniteLoss):
+            raise
+        return _fail(f"{e}; the checkpoints and results of earlier tasks are intact", 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 
