@@ -10,12 +10,24 @@ sentence); Grounding: the last line's part before ": " (the rest is the referrin
 
 Every problem with the files raises ``DataError`` naming the file and the record index, before
 any training starts. The reader never writes anything.
+
+Two opt-in modes change that default, for tools rather than training runs:
+
+* ``errors=[]`` (collecting mode): instead of raising on the first problem, each problem is
+  appended to the list as a ``DataError`` (with ``kind``, ``path``, ``index``, ``image`` set) and
+  the offending record, or the whole file for a file-level problem, is left out; reading goes on.
+  ``mmcit data check`` uses it to report every problem of a tree at once.
+* ``skip_missing_images=True``: samples whose image file does not exist are dropped instead of
+  raising. Nothing disappears silently: the counts go into the ``skipped`` dict the caller passes
+  (``skipped[task][split] = n``), and when the caller passes none a ``SkippedSamplesWarning`` says
+  how many samples were dropped.
 """
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
+import warnings
 from typing import Any, Iterable
 
 from mmcit.data.sample import Sample, TaskData
@@ -36,8 +48,27 @@ TEXTVQA_GOLDS = Path("TextVQA") / "TextVQA_0.5.1_val.json"
 _OPTION_LINE = re.compile(r"^[A-Z]\. ", re.MULTILINE)
 
 
+#: Kinds of ``DataError``: what a checker groups problems by.
+ERROR_KINDS: tuple[str, ...] = ("missing_file", "bad_file", "record", "missing_image", "unreadable_image")
+
+
 class DataError(ValueError):
-    """A benchmark file is missing, unreadable or malformed; the message names file and record."""
+    """A benchmark file is missing, unreadable or malformed; the message names file and record.
+
+    The keyword attributes let tools group problems without parsing messages: ``kind`` is one of
+    ``ERROR_KINDS`` ("record": a malformed record, the default), ``path`` the file, ``index`` the
+    record index (None for a file-level problem) and ``image`` the image path as written in the
+    record (image problems only). Plain ``DataError(message)`` keeps working.
+    """
+
+    def __init__(self, message: str, *, kind: str = "record", path: Path | None = None,
+                 index: int | None = None, image: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.path, self.index, self.image = kind, path, index, image
+
+
+class SkippedSamplesWarning(UserWarning):
+    """Samples were dropped by ``skip_missing_images=True`` and the caller passed no ``skipped`` dict."""
 
 
 def strip_image_tag(text: str) -> str:
@@ -63,17 +94,19 @@ def _where(path: Path, index: int | None) -> str:
 
 def _read_records(path: Path) -> list[Any]:
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found", kind="missing_file", path=path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+        raise DataError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}",
+                        kind="bad_file", path=path) from e
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read: {e}") from e
+        raise DataError(f"{path}: cannot read: {e}", kind="bad_file", path=path) from e
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}",
+                        kind="bad_file", path=path)
     if not data:
-        raise DataError(f"{path}: empty task file (no records)")
+        raise DataError(f"{path}: empty task file (no records)", kind="bad_file", path=path)
     return data
 
 
@@ -94,14 +127,16 @@ class _ImageChecker:
         path = self.root / rel
         if self.check and rel not in self._ok:
             if not path.is_file():
-                raise DataError(f"{where}: image {rel!r} not found under {self.root}")
+                raise DataError(f"{where}: image {rel!r} not found under {self.root}",
+                                kind="missing_image", image=rel)
             if self.verify:
                 try:
                     from PIL import Image
                     with Image.open(path) as im:
                         im.verify()
                 except Exception as e:  # PIL raises many types for broken files
-                    raise DataError(f"{where}: image {rel!r} cannot be read: {e}") from e
+                    raise DataError(f"{where}: image {rel!r} cannot be read: {e}",
+                                    kind="unreadable_image", image=rel) from e
             self._ok.add(rel)
         return path
 
@@ -161,6 +196,10 @@ def _test_sample(task: str, rec: Any, where: str, images: _ImageChecker,
     qid = str(_field(rec, "question_id", (str, int), where))
     image = images.resolve(_field(rec, "image", str, where), where)
     text = strip_image_tag(_field(rec, "text", str, where))
+    # A test record is only useful with its gold answer: say so plainly rather than let a scorer
+    # compare against "" or "None" later.
+    if rec.get("answer") is None or (isinstance(rec["answer"], str) and not rec["answer"].strip()):
+        raise DataError(f"{where}: test record has no gold answer ('answer' missing or empty)")
     answer = _field(rec, "answer", (str, int, float), where)
     meta: dict[str, Any] = {}
     if task == "Grounding":
@@ -184,7 +223,7 @@ def load_textvqa_golds(image_root: Path) -> dict[str, list[str]] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {str(d["question_id"]): [str(a) for a in d["answers"]] for d in data["data"]}
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: malformed TextVQA answer file: {e!r}") from e
+        raise DataError(f"{path}: malformed TextVQA answer file: {e!r}", kind="bad_file", path=path) from e
 
 
 def variant_dir(variant: str) -> str:
@@ -195,47 +234,101 @@ def variant_dir(variant: str) -> str:
 def load_task(instruction_root: Path | str, image_root: Path | str, variant: str, task: str, *,
               splits: Iterable[str] = ("train", "test"), limit: int | None = None,
               check_images: bool = True, verify_images: bool = False,
-              scorer: str | None = None) -> TaskData:
+              scorer: str | None = None, skip_missing_images: bool = False,
+              skipped: dict[str, dict[str, int]] | None = None,
+              errors: list[DataError] | None = None) -> TaskData:
     """Read one task's splits into a ``TaskData``.
 
     ``variant`` is a folder name (``Instructions``...) or a short alias (``original``, ``diverse``,
     ``10type``, ``heldout``). ``limit`` keeps the first records of each split. ``check_images``
     checks that every image exists; ``verify_images`` also opens it with PIL (slower). ``scorer``
     overrides ``TASK_SCORERS`` (needed for a task outside CoIN). Splits not requested are empty.
+
+    ``skip_missing_images`` drops samples whose image does not exist (it needs ``check_images``);
+    the number dropped is written to ``skipped[task][split]`` for every requested split (0
+    included), or announced with a ``SkippedSamplesWarning`` when ``skipped`` is None.
+    ``errors``: collecting mode (see the module docstring); problems are appended to it instead of
+    raised, and the records concerned are left out.
     """
     if scorer is None:
         if task not in TASK_SCORERS:
             raise DataError(f"unknown task {task!r}: pass scorer= or use one of {COIN_TASKS}")
         scorer = TASK_SCORERS[task]
+    if skip_missing_images and not check_images:
+        raise ValueError("skip_missing_images=True needs check_images=True (it must look for the images)")
     # absolute() rather than resolve(): keep the user's symlinks in the paths samples carry.
     instruction_root, image_root = Path(instruction_root), Path(image_root).absolute()
     images = _ImageChecker(image_root, check_images, verify_images)
     loaded: dict[str, list[Sample]] = {"train": [], "test": []}
+    dropped: dict[str, int] = {}
     for split in splits:
         if split not in loaded:
             raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
         path = instruction_root / variant_dir(variant) / task / f"{split}.json"
-        loaded[split] = _load_file(path, images, task, split, limit)
+        loaded[split], dropped[split] = _load_file(path, images, task, split, limit,
+                                                   skip_missing_images, errors)
+    if skip_missing_images:
+        _report_skipped(task, dropped, skipped)
     return TaskData(name=task, scorer=scorer, train=loaded["train"], test=loaded["test"])
 
 
-def _load_file(path: Path, images: _ImageChecker, task: str, split: str, limit: int | None) -> list[Sample]:
-    records = _read_records(path)[:limit]
-    golds = load_textvqa_golds(images.root) if split == "test" and task == "TextVQA" else None
-    if split == "train":
-        return [_train_sample(task, rec, _where(path, i), images) for i, rec in enumerate(records)]
-    return [_test_sample(task, rec, _where(path, i), images, golds) for i, rec in enumerate(records)]
+def _report_skipped(task: str, dropped: dict[str, int], skipped: dict[str, dict[str, int]] | None) -> None:
+    """Hand the per-split counts of dropped samples to the caller, or warn if it gave no dict."""
+    if skipped is not None:
+        skipped.setdefault(task, {}).update(dropped)
+    elif sum(dropped.values()):
+        detail = ", ".join(f"{n} {split}" for split, n in dropped.items() if n)
+        warnings.warn(f"{task}: skipped {detail} sample(s) whose image is missing",
+                      SkippedSamplesWarning, stacklevel=3)
+
+
+def _load_file(path: Path, images: _ImageChecker, task: str, split: str, limit: int | None,
+               skip_missing: bool = False, errors: list[DataError] | None = None,
+               ) -> tuple[list[Sample], int]:
+    """Samples of one file and the number dropped for a missing image.
+
+    Raises the first ``DataError`` unless ``errors`` is a list, in which case every problem is
+    appended (with ``path`` and ``index`` filled in) and reading goes on without that record.
+    """
+    try:
+        records = _read_records(path)[:limit]
+        golds = load_textvqa_golds(images.root) if split == "test" and task == "TextVQA" else None
+    except DataError as e:
+        if errors is None:
+            raise
+        errors.append(e)
+        return [], 0
+    samples: list[Sample] = []
+    n_skipped = 0
+    for i, rec in enumerate(records):
+        where = _where(path, i)
+        try:
+            if split == "train":
+                samples.append(_train_sample(task, rec, where, images))
+            else:
+                samples.append(_test_sample(task, rec, where, images, golds))
+        except DataError as e:
+            if skip_missing and e.kind == "missing_image":
+                n_skipped += 1
+                continue
+            if errors is None:
+                raise
+            e.path, e.index = path, i
+            errors.append(e)
+    return samples, n_skipped
 
 
 def load_records(path: Path | str, image_root: Path | str, task: str, split: str = "train", *,
-                 limit: int | None = None, check_images: bool = True) -> list[Sample]:
+                 limit: int | None = None, check_images: bool = True,
+                 errors: list[DataError] | None = None) -> list[Sample]:
     """Read one file of records (conversation format for ``train``) outside the task layout, e.g.
-    the synthetic benchmark's pretraining captions."""
+    the synthetic benchmark's pretraining captions. ``errors``: collecting mode, as in ``load_task``."""
     images = _ImageChecker(Path(image_root).absolute(), check_images, False)
-    return _load_file(Path(path), images, task, split, limit)
+    return _load_file(Path(path), images, task, split, limit, errors=errors)[0]
 
 
 def load_stream(instruction_root: Path | str, image_root: Path | str, variant: str,
                 tasks: list[str], **kwargs: Any) -> list[TaskData]:
-    """``load_task`` for each task of a stream, in the given order (same keyword options)."""
+    """``load_task`` for each task of a stream, in the given order (same keyword options, so
+    ``skipped`` and ``errors`` gather the counts and problems of every task)."""
     return [load_task(instruction_root, image_root, variant, t, **kwargs) for t in tasks]

@@ -21,8 +21,22 @@ def cmd_run(args) -> int:
     from mmcit.config import load_config
     from mmcit.runner import run
 
-    cfg = load_config(args.config, args.overrides)
-    results = run(cfg, progress=not args.no_progress)
+    if args.resume is not None:
+        # The run folder's own resolved config.yaml defines the run; anything else could change it.
+        if args.config is not None or args.overrides:
+            return _fail("--resume RUN_DIR reads RUN_DIR/config.yaml; give no CONFIG or key=value overrides")
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            return _fail(f"--resume {args.resume}: no config.yaml there (not a run folder written by `mmcit run`)")
+        cfg = load_config(saved)
+        if Path(cfg.output_dir).resolve() != Path(args.resume).resolve():
+            return _fail(f"--resume {args.resume}: its config.yaml names output_dir {cfg.output_dir}; "
+                         "resume from the folder the run was started in")
+    elif args.config is None:
+        return _fail("run needs a CONFIG file (or --resume RUN_DIR)")
+    else:
+        cfg = load_config(args.config, args.overrides)
+    results = run(cfg, progress=not args.no_progress, resume=args.resume is not None)
     print(summary_line(results))
     print(f"run folder: {cfg.output_dir}")
     return 0
@@ -106,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run one experiment from a YAML config")
-    p.add_argument("config", help="path to a YAML file under configs/")
+    p.add_argument("config", nargs="?", help="path to a YAML file under configs/ (omitted with --resume)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4 data.tasks=[GQA,VizWiz]")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue an interrupted run from its last complete checkpoint, with the run folder's "
+                        "own config.yaml (give no CONFIG or overrides); the result equals an uninterrupted run's")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run the built-in synthetic benchmark with several methods and compare them")
@@ -124,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("predict", help="answer one image + prompt with a finished run (routes by instruction)")
     predict_arguments(p)
     p.set_defaults(func=cmd_predict)
+
+    from mmcit import data_cli, eval_cli
+
+    data_cli.add_subcommands(sub)  # mmcit data check
+    eval_cli.add_subcommands(sub)  # mmcit eval answers | mmcit eval suite
 
     args = parser.parse_args(argv)
     from mmcit.config import ConfigError
