@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +23,10 @@ __all__ = ["Predictor", "load_run", "last_checkpoint", "add_arguments", "cmd_pre
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint folder of the latest stage (``checkpoints/NN_<stage>``)."""
-    folders = [p for p in (Path(run_dir) / "checkpoints").glob("*") if (p / "method_state.json").is_file()]
-    numbered = [(int(m.group(1)), p) for p in folders if (m := re.match(r"(\d+)_", p.name))]
-    if not numbered:
-        from mmcit.config import ConfigError
+    """The newest complete checkpoint folder, verified against its manifest (see mmcit.checkpoint)."""
+    from mmcit.checkpoint import last_checkpoint as newest  # lazy: keeps torch out of `mmcit --help`
 
-        raise ConfigError(f"{run_dir}: no checkpoint under checkpoints/ (has the run finished a stage?)")
-    return max(numbered)[1]
+    return newest(run_dir)
 
 
 @dataclass
@@ -78,8 +73,7 @@ class Predictor:
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, log=print) -> Predictor:
     """Rebuild a run's model from its folder and load the last (or the given) checkpoint."""
-    from safetensors.torch import load_file
-
+    from mmcit.checkpoint import read_state, restore_adapters, verify_checkpoint
     from mmcit.config import load_config
     from mmcit.data.stream import load_data
     from mmcit.methods import build_method
@@ -88,21 +82,21 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, log=prin
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.yaml")  # the resolved config the runner saved
-    folder = Path(checkpoint) if checkpoint is not None else last_checkpoint(run_dir)
-    state = json.loads((folder / "method_state.json").read_text(encoding="utf-8"))
+    # Either way the checkpoint is verified against its manifest: an incomplete or corrupt one is
+    # refused with an error naming the file.
+    if checkpoint is not None:
+        folder = Path(checkpoint)
+        verify_checkpoint(folder)
+    else:
+        folder = last_checkpoint(run_dir)
+    state = read_state(folder)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
     # The tokenizer and the pretrained base are derived from the data: same data, same cache entry.
     data = load_data(cfg.data, cache_dir, log)
     model = build_model(cfg, data, cache_dir, log, progress=False)
-    tensors = load_file(str(folder / "adapters.safetensors"))
-    for name in state["adapters"]:
-        if name not in model.adapters:
-            model.add_adapter(name)  # shape only; the weights come from the checkpoint next
-        model.load_adapter_state(name, tensors)  # picks this adapter's keys out of the file
+    active = restore_adapters(model, folder, state)
     method = build_method(cfg.method)
     method.load_state_dict(state.get("method", {}))
-    active = state.get("active", model.adapters[0])
-    model.set_adapter(active)
     return Predictor(model, method, cfg.eval.max_new_tokens, active, folder)
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from mmcit.checkpoint import (MANIFEST, METHOD_STATE, CheckpointError, checkpoint_folders, last_checkpoint,
+                              read_rng, read_state, restore_adapters, restore_rng, save_checkpoint)
 from mmcit.config import ConfigError, RunConfig
 from mmcit.data.stream import corpus_texts, load_data
 from mmcit.evaluate import evaluate_task
-from mmcit.io import save_safetensors, write_json, write_text
+from mmcit.io import clean_temp_files, write_json, write_text
 from mmcit.methods import RunContext, build_method
 from mmcit.model import LoraSettings, MMModel
 from mmcit.pretrain import default_cache_dir, load_or_pretrain
@@ -50,28 +52,51 @@ def build_model(cfg: RunConfig, data, cache_dir: Path, log=print, progress: bool
     return MMModel.from_base(base, processor, lora)
 
 
-def save_checkpoint(run_dir: Path, index: int, stage: str, model: MMModel, method) -> Path:
-    """The trainable weights of every adapter after a stage, as safetensors, plus method state."""
-    folder = run_dir / "checkpoints" / f"{index + 1:02d}_{stage}"
-    tensors = {}
-    for name in model.adapters:
-        tensors.update(model.adapter_state(name))
-    save_safetensors(folder / "adapters.safetensors", tensors, metadata={"stage": stage})
-    write_json(folder / "method_state.json", {"adapters": model.adapters, "active": model.active_adapter,
-                                              "method": _jsonable(method.state_dict())})
-    return folder
+def _restore(cfg: RunConfig, run_dir: Path, model: MMModel, method, stages: list, log) -> dict | None:
+    """Load the newest complete checkpoint of ``run_dir`` into ``model`` and ``method``.
 
-
-def _jsonable(obj):
+    Returns ``{"done": stages completed, "matrix", "timing", "elapsed"}``, or None when the folder
+    has no complete checkpoint (the run then starts from the beginning). Raises CheckpointError
+    for a corrupt checkpoint or one that does not fit this run's stream.
+    """
+    if not any((f / MANIFEST).is_file() for _, f in checkpoint_folders(run_dir)):
+        return None
+    folder = last_checkpoint(run_dir)  # verified against its manifest
+    state = read_state(folder)
+    done = int(state.get("stage_index", int(folder.name.split("_", 1)[0]) - 1)) + 1
+    if done > len(stages) or stages[done - 1].name != state.get("stage", stages[done - 1].name) \
+            or folder.name != f"{done:02d}_{stages[done - 1].name}":
+        raise CheckpointError(f"checkpoint {folder} does not belong to this run's stream "
+                              f"({', '.join(s.name for s in stages)})")
+    if isinstance(state.get("method"), dict) and set(state["method"]) == {"note"}:
+        raise CheckpointError(f"checkpoint file {folder / METHOD_STATE}: {state['method']['note']}; cannot resume")
+    results_path = run_dir / "results.json"
     try:
-        json.dumps(obj)
-        return obj
-    except TypeError:
-        return {"note": "method state is not JSON-serialisable"}
+        saved = json.loads(results_path.read_text(encoding="utf-8"))
+        matrix, timing = saved["accuracy_matrix"][:done], saved["timing"]["stages"][:done]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"cannot resume from {folder}: {results_path} is unreadable ({e})") from None
+    # results.json is written before the checkpoint, so it holds at least the checkpoint's rows.
+    if len(matrix) < done or [t.get("stage") for t in timing] != [s.name for s in stages[:done]]:
+        raise CheckpointError(f"cannot resume from {folder}: {results_path} lacks the rows of its "
+                              f"{done} stage(s)")
+    restore_adapters(model, folder, state)
+    method.load_state_dict(state.get("method", {}))
+    rng = read_rng(folder)
+    if rng is not None:  # last: recreating adapters above consumed torch's generator
+        restore_rng(rng)
+    log(f"[{cfg.name}] resuming after stage {done}/{len(stages)} from {folder}")
+    return {"done": done, "matrix": matrix, "timing": timing, "elapsed": float(state.get("elapsed_seconds", 0.0))}
 
 
-def run(cfg: RunConfig, *, progress: bool = True, log=print) -> dict:
-    """Run one experiment end to end; returns the results dict also written to results.json."""
+def run(cfg: RunConfig, *, progress: bool = True, log=print, resume: bool = False) -> dict:
+    """Run one experiment end to end; returns the results dict also written to results.json.
+
+    With ``resume=True`` an interrupted run in ``cfg.output_dir`` continues after its newest
+    complete checkpoint (weights, method state, RNG, accuracy rows and timing restored), so the
+    result equals an uninterrupted run's; leftover temporary files are removed first. A folder with
+    no complete checkpoint starts from the beginning.
+    """
     t0 = time.perf_counter()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -79,6 +104,9 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print) -> dict:
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
     data = load_data(cfg.data, cache_dir, log)  # validates every record and image first
     run_dir = prepare_run_dir(cfg)
+    if resume:
+        for path in clean_temp_files(run_dir):  # left by a killed writer; never real files
+            log(f"[{cfg.name}] removed leftover temporary file {path}")
     model = build_model(cfg, data, cache_dir, log, progress)
     method = build_method(cfg.method)
     method.setup(model, RunContext(run_dir=run_dir, task_names=[t.name for t in data.tasks], seed=cfg.seed))
@@ -88,15 +116,28 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print) -> dict:
     joint = bool(getattr(method, "joint", False))
     matrix: list[list[float | None]] = []
     timing: list[dict] = []
+    restored = _restore(cfg, run_dir, model, method, stages, log) if resume else None
+    if restored is not None:
+        matrix, timing = restored["matrix"], restored["timing"]
+        t0 -= restored["elapsed"]  # total_seconds counts the interrupted run's time too
     env = environment()
-    for stage in stages:
+
+    def results_now() -> dict:
+        return build_results(
+            cfg.method.type, tasks, [s.name for s in stages[: len(matrix)]], matrix, joint,
+            {"name": cfg.name, "scoring_mode": cfg.eval.scoring_mode, "complete": len(matrix) == len(stages),
+             "timing": {"stages": timing, "total_seconds": time.perf_counter() - t0},
+             "method_summary": method.summary(), "environment": env},
+        )
+
+    results = results_now()
+    for stage in stages[len(matrix):]:
         log(f"[{cfg.name}] stage {stage.index + 1}/{len(stages)}: {stage.name}")
         method.before_task(stage, model)
         samples = [s for t in stage.train for s in t.train]
         stats = train_stage(model, method, samples, cfg.train, seed=cfg.seed + stage.index,
                             desc=f"train {stage.name}", progress=progress)
         method.after_task(stage, model)
-        save_checkpoint(run_dir, stage.index, stage.name, model, method)
         row: list[float | None] = [None] * len(tasks)
         eval_seconds = 0.0
         for task in stage.evaluate:
@@ -112,12 +153,12 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print) -> dict:
                        "first_loss": stats.first_loss, "last_loss": stats.last_loss, "eval_seconds": eval_seconds})
         log(f"[{cfg.name}] after {stage.name}: " + ", ".join(
             f"{t}={v:.1f}" for t, v in zip(tasks, row) if v is not None))
-        results = build_results(
-            cfg.method.type, tasks, [s.name for s in stages[: len(matrix)]], matrix, joint,
-            {"name": cfg.name, "scoring_mode": cfg.eval.scoring_mode, "complete": len(matrix) == len(stages),
-             "timing": {"stages": timing, "total_seconds": time.perf_counter() - t0},
-             "method_summary": method.summary(), "environment": env},
-        )
+        results = results_now()
         write_json(run_dir / "results.json", results)
+        # The checkpoint comes after the evaluation and results.json: it then captures the method's
+        # state after evaluation (LCIA's routing counts), and a complete checkpoint NN always has
+        # its row in results.json, which is what a resume reads back.
+        save_checkpoint(run_dir, stage.index, stage.name, model, method,
+                        extra={"elapsed_seconds": time.perf_counter() - t0})
     write_run_report(run_dir, results)
     return results
