@@ -45,7 +45,8 @@ class DataConfig:
 class PretrainConfig:
     enabled: bool = True
     vision_steps: int = 2000  # stage 0: vision tower alone on caption words (cheap, no LM)
-    steps: int = 300  # stage 1: every weight on the captions
+    steps: int = 300  # stage 1: projector + LM (and the tower unless frozen) on the captions
+    freeze_vision_in_captions: bool = True  # keep the tower from stage 0 during stage 1
     batch_size: int = 32
     lr: float = 2e-3
 

@@ -100,7 +100,14 @@ def _pretrain(model, processor, captions: list[Sample], cfg: ModelConfig, seed: 
     pc = cfg.pretrain
     if pc.vision_steps > 0:
         _pretrain_vision(model, processor, captions, features, pc, seed, progress)
-    opt = torch.optim.AdamW(model.parameters(), lr=pc.lr, weight_decay=0.0)
+    params = list(model.parameters())
+    if pc.vision_steps > 0 and pc.freeze_vision_in_captions:
+        # Measured: captioning at this lr overwrites what the word stage taught the tower (task
+        # accuracy roughly halves); keep the tower as the word stage left it.
+        for p in model.model.vision_tower.parameters():
+            p.requires_grad_(False)  # no gradients computed for it either
+        params = [p for p in params if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.lr, total_steps=pc.steps, pct_start=0.05)
     rng = random.Random(seed)
     pad = processor.tokenizer.pad_token_id
@@ -110,10 +117,10 @@ def _pretrain(model, processor, captions: list[Sample], cfg: ModelConfig, seed: 
         idx = rng.sample(range(len(features)), min(pc.batch_size, len(features)))
         loss = model(**collate([features[i] for i in idx], pad, "right")).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        opt.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.3f}")
     model.eval()
 
