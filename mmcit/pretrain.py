@@ -16,6 +16,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -53,7 +54,7 @@ def base_key(cfg: ModelConfig, data_key: str, seed: int) -> str:
 
 def load_or_pretrain(
     cfg: ModelConfig,
-    texts: list[str],
+    texts: Callable[[], list[str]],
     captions: list[Sample],
     *,
     data_key: str,
@@ -76,7 +77,7 @@ def load_or_pretrain(
         hf_logging.enable_progress_bar()
         return model, build_processor(tok, spec.image_size, spec.patch_size)
     start = time.perf_counter()
-    tok = train_tokenizer(["USER: ASSISTANT:", *texts], vocab_size=cfg.vocab_size)
+    tok = train_tokenizer(["USER: ASSISTANT:", *texts()], vocab_size=cfg.vocab_size)
     model, processor = build_tiny_llava(spec, tok, seed=seed)
     if cfg.pretrain.enabled and captions:
         _pretrain(model, processor, captions, cfg, seed, progress)

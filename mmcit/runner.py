@@ -43,7 +43,7 @@ def prepare_run_dir(cfg: RunConfig) -> Path:
 
 def build_model(cfg: RunConfig, data, cache_dir: Path, log=print, progress: bool = True) -> MMModel:
     base, processor = load_or_pretrain(
-        cfg.model, corpus_texts(data.instruction_root), data.captions, data_key=data.key, seed=cfg.seed,
+        cfg.model, lambda: corpus_texts(data.instruction_root), data.captions, data_key=data.key, seed=cfg.seed,
         cache_dir=cache_dir, progress=progress, log=log,
     )
     lora = LoraSettings(r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
