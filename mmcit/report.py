@@ -144,12 +144,12 @@ def write_combined_report(out_dir: Path, results: list[dict]) -> str:
             + f" | {r.get('timing', {}).get('total_seconds', 0):.0f} |"
         )
     table = header + "\n" + "\n".join(rows) + "\n"
-    parts = ["# mmcit comparison\n", f"Tasks: {', '.join(results[0]['tasks'])}\n", table]
+    parts = ["# mmcit comparison\n\n", f"Tasks: {', '.join(results[0]['tasks'])}\n\n", table]
     for r in results:
-        parts += [f"\n## {r['method']}\n", matrix_table(r["tasks"], r["stages"], r["accuracy_matrix"]),
+        parts += [f"\n## {r['method']}\n\n", matrix_table(r["tasks"], r["stages"], r["accuracy_matrix"]),
                   f"\n![{r['method']}]({r['method']}/accuracy_matrix.png)\n"]
     env = results[0].get("environment", {})
-    parts += ["\n## Environment\n", *[f"- {k}: {v}\n" for k, v in env.items()]]
+    parts += ["\n## Environment\n\n", *[f"- {k}: {v}\n" for k, v in env.items()]]
     write_text(out_dir / "report.md", "".join(parts))
     write_json(out_dir / "summary.json", [{"method": r["method"], "metrics": r["metrics"]} for r in results])
     return table
