@@ -19,19 +19,16 @@ def _fail(message: str, code: int = 2) -> int:
 
 def cmd_run(args) -> int:
     from mmcit.config import load_config
-    from mmcit.runner import run
+    from mmcit.runner import RESUME_OVERRIDABLE, resume_config, run
 
     if args.resume is not None:
-        # The run folder's own resolved config.yaml defines the run; anything else could change it.
-        if args.config is not None or args.overrides:
-            return _fail("--resume RUN_DIR reads RUN_DIR/config.yaml; give no CONFIG or key=value overrides")
-        saved = Path(args.resume) / "config.yaml"
-        if not saved.is_file():
-            return _fail(f"--resume {args.resume}: no config.yaml there (not a run folder written by `mmcit run`)")
-        cfg = load_config(saved)
-        if Path(cfg.output_dir).resolve() != Path(args.resume).resolve():
-            return _fail(f"--resume {args.resume}: its config.yaml names output_dir {cfg.output_dir}; "
-                         "resume from the folder the run was started in")
+        # The run folder's own resolved config.yaml defines the run. Fixes that leave the finished
+        # stages valid may be given as key=value (argparse puts the first one in `config`).
+        overrides = ([args.config] if args.config is not None else []) + list(args.overrides)
+        if any("=" not in o for o in overrides):
+            return _fail("--resume RUN_DIR reads RUN_DIR/config.yaml; give no CONFIG, only key=value fixes of "
+                         f"{', '.join(RESUME_OVERRIDABLE)}")
+        cfg = resume_config(args.resume, overrides)  # ConfigError (exit 2) for a key it may not change
     elif args.config is None:
         return _fail("run needs a CONFIG file (or --resume RUN_DIR)")
     else:
@@ -124,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4 data.tasks=[GQA,VizWiz]")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue an interrupted run from its last complete checkpoint, with the run folder's "
-                        "own config.yaml (give no CONFIG or overrides); the result equals an uninterrupted run's")
+                   help="continue an interrupted run from its last complete checkpoint (a stage's, or a step "
+                        "checkpoint inside the next task), with the run folder's own config.yaml; the result "
+                        "equals an uninterrupted run's. Give no CONFIG; key=value fixes are allowed for "
+                        "train.*, eval.batch_size, eval.max_new_tokens and threads (e.g. a smaller train.lr "
+                        "after a NaN loss): config.yaml is rewritten and results.json records them")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="run the built-in synthetic benchmark with several methods and compare them")

@@ -85,6 +85,10 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | constant
     max_grad_norm: float = 1.0
     max_length: int = 2048
+    # Optimizer steps between step checkpoints inside a task (None: only the checkpoint after each
+    # task). They live under checkpoints/NN_<stage>/steps/ and let `mmcit run --resume` continue
+    # mid-task; see mmcit/checkpoint.py.
+    checkpoint_every: int | None = None
 
 
 @dataclass
@@ -257,6 +261,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (cfg.train.epochs > 0 or (cfg.train.max_steps or 0) > 0, "train.epochs must be > 0"),
         (cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps must be >= 1"),
+        (cfg.train.checkpoint_every is None or cfg.train.checkpoint_every >= 1,
+         "train.checkpoint_every must be >= 1 (or null for no step checkpoints)"),
         (0 <= cfg.train.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
         (cfg.train.schedule in ("cosine", "constant"), "train.schedule must be cosine or constant"),
         (cfg.eval.scoring_mode in ("default", "reference"), "eval.scoring_mode must be default or reference"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -26,6 +27,27 @@ class TrainStats:
     first_loss: float
     last_loss: float
     seconds: float
+
+
+@dataclass
+class TrainState:
+    """Everything :func:`train_stage` needs to continue a stage exactly where it stopped.
+
+    Taken after optimizer step ``step`` (1-based count of steps done) by the ``on_checkpoint``
+    callback, and given back as ``resume``. The adapter weights and the method's state are not in
+    here: the runner saves and restores those itself (mmcit/checkpoint.py).
+    """
+
+    step: int  # optimizer steps done in this stage
+    total: int  # steps of the whole stage (a resume with another total would not be the same run)
+    order: list[int]  # sample indices still to draw in the current epoch permutation
+    rng: list  # random.Random(seed).getstate() of the shuffling RNG, as JSON-friendly lists
+    first_loss: float
+    last_loss: float
+    seconds: float  # training time of this stage so far
+    optimizer: dict[str, Any]  # optimizer.state_dict()
+    scheduler: dict[str, Any]  # scheduler.state_dict() (LambdaLR: closures stored as None)
+    global_rng: dict[str, Any] | None = None  # checkpoint.capture_rng(); restored just before the loop
 
 
 def make_optimizer(model: MMModel, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -69,7 +91,16 @@ def train_stage(
     seed: int,
     desc: str = "train",
     progress: bool = True,
+    resume: TrainState | None = None,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
 ) -> TrainStats:
+    """Train one stage; with ``cfg.checkpoint_every`` set, ``on_checkpoint`` gets a
+    :class:`TrainState` every that many optimizer steps, and ``resume`` continues from one.
+
+    A resumed stage draws the same batches, learning rates and random numbers as the uninterrupted
+    stage would have, so its weights are bit-identical (given the caller restored the weights and
+    the method state of the same moment).
+    """
     import time
 
     start = time.perf_counter()
@@ -84,7 +115,25 @@ def train_stage(
     pad = model.tokenizer.pad_token_id
     model.train()
     first = last = float("nan")
-    bar = tqdm(range(total), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    start_step, seconds_before = 0, 0.0
+    if resume is not None:
+        if resume.total != total:
+            raise ValueError(f"{desc}: the step checkpoint was taken in a stage of {resume.total} steps, "
+                             f"this stage has {total}")
+        # Optimizer before scheduler: the scheduler's state refers to the groups' learning rates.
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        order = list(resume.order)
+        version, internal, gauss = resume.rng
+        rng.setstate((version, tuple(internal), gauss))
+        first, last, seconds_before, start_step = resume.first_loss, resume.last_loss, resume.seconds, resume.step
+        if resume.global_rng is not None:  # last: nothing above may draw from it afterwards
+            from mmcit.checkpoint import restore_rng
+
+            restore_rng(resume.global_rng)
+    every = cfg.checkpoint_every if on_checkpoint is not None else None
+    bar = tqdm(range(start_step, total), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
+               initial=start_step, total=total)
     for step in bar:
         if len(order) < cfg.batch_size:  # epoch boundary: a fresh permutation
             perm = list(range(len(features)))
@@ -110,5 +159,11 @@ def train_stage(
         first = value if step == 0 else first
         last = value
         bar.set_postfix(loss=f"{value:.3f}")
+        if every and (step + 1) % every == 0:
+            version, internal, gauss = rng.getstate()
+            on_checkpoint(TrainState(
+                step=step + 1, total=total, order=list(order), rng=[version, list(internal), gauss],
+                first_loss=first, last_loss=last, seconds=seconds_before + time.perf_counter() - start,
+                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict()))
     bar.close()
-    return TrainStats(total, len(features), first, last, time.perf_counter() - start)
+    return TrainStats(total, len(features), first, last, seconds_before + time.perf_counter() - start)
