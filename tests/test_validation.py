@@ -1,0 +1,41 @@
+"""Up-front validation: every bad input is a one-line error with exit code 2, before any model is
+built (no pretrained base appears in the cache)."""
+import pytest
+
+from mmcit.cli import main
+
+CFG = "configs/demo/lora_ft.yaml"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ([CFG, "train.learning_rate=1"], "unknown key learning_rate"),
+        ([CFG, "train.batch_size=abc"], "train.batch_size: expected int"),
+        ([CFG, "train.lr=0"], "train.lr must be > 0"),
+        ([CFG, "method={type: lcia, tau: 1.5}"], "tau"),
+        ([CFG, "data.tasks=[]"], "data.tasks is empty"),
+        ([CFG, "data.tasks=[GQA, GQA]"], "duplicates"),
+        (["configs/nope.yaml"], "config file not found"),
+        ([CFG, "data.source=coin", "data.instruction_root=/nonexistent/instr", "data.image_root=/nonexistent/img"],
+         "/nonexistent/instr"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, words, tmp_path, capsys):
+    code = main(["run", *args, f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("mmcit: error:") and words in err[0], err
+    assert not (tmp_path / "cache" / "bases").exists() and not (tmp_path / "run").exists()
+
+
+def test_output_folder_of_a_different_run_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("name: someone-else\n")
+    tiny = ["data.tasks=[GQA]", "data.scale=0.05"]
+    code = main(["run", CFG, *tiny, f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={run_dir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "holds a different run" in err[0]
+    assert not (tmp_path / "cache" / "bases").exists()  # refused before any model was built
+    assert (run_dir / "config.yaml").read_text() == "name: someone-else\n"  # untouched
