@@ -28,9 +28,9 @@ import yaml
 from safetensors.torch import load_file
 
 from mmcit.checkpoint import MANIFEST, checkpoint_folders, verify_checkpoint, visible_files
-from mmcit.cli import main
 from mmcit.io import is_temp_file
 from mmcit.runner import run
+from tests.forking import fork_cli
 from tests.test_integration import tiny_cfg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,23 +38,6 @@ THREE = "data.tasks=[TextVQA, GQA, VizWiz]"
 METHODS = ["lora_ft", "lcia", "adaptive_ema", "lcia"]  # one run folder each
 KILLS_PER_RUN = 6
 SEED = 20250607  # the kill moments are reproducible
-
-
-def _fork_cli(argv: list[str]) -> int:
-    """Start ``mmcit <argv>`` in a forked child (quiet); returns its pid."""
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 1
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            code = main(argv)
-        except BaseException:  # noqa: BLE001 - report through the exit code only
-            code = 99
-        finally:
-            os._exit(code)
-    return pid
 
 
 def _kill_at(pid: int, delay: float) -> bool:
@@ -131,7 +114,7 @@ def test_random_sigkills_never_break_the_run_folder(tmp_path, cache_dir):
         argv = ["run", str(config), "--no-progress"]
         kills = 0
         while kills < KILLS_PER_RUN:
-            pid = _fork_cli(argv)
+            pid = fork_cli(argv)
             if _kill_at(pid, rng.uniform(0.0, 1.1 * duration)):
                 kills += 1
                 counts["kills"] += 1
@@ -146,7 +129,7 @@ def test_random_sigkills_never_break_the_run_folder(tmp_path, cache_dir):
                                   text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
             assert proc.returncode == 0, proc.stderr[-2000:]
         else:
-            pid = _fork_cli(argv)
+            pid = fork_cli(argv)
             _, status = os.waitpid(pid, 0)
             assert os.waitstatus_to_exitcode(status) == 0
     for method, run_dir in folders:

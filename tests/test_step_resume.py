@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 import mmcit.runner
 from mmcit.checkpoint import MANIFEST, STEPS, step_checkpoints
 from mmcit.cli import main
+from tests.forking import fork_cli
 from mmcit.config import ConfigError
 from mmcit.io import is_temp_file
 from mmcit.methods.base import METHODS, Method, MethodConfig, register
@@ -60,28 +61,19 @@ def _assert_same_run(run_dir: Path, ref_dir: Path, ref: dict) -> None:
 
 def _fork_run_sleeping_after_step_checkpoint(config: Path) -> int:
     """``mmcit run CONFIG`` in a forked child that sleeps after its first step checkpoint of task 2."""
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 1
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            real = mmcit.runner.save_step_checkpoint
 
-            def save_then_sleep(run_dir, index, *args, **kwargs):
-                folder = real(run_dir, index, *args, **kwargs)
-                if index == 1:
-                    time.sleep(120)  # the parent kills us here
-                return folder
+    def setup() -> None:
+        real = mmcit.runner.save_step_checkpoint
 
-            mmcit.runner.save_step_checkpoint = save_then_sleep
-            code = main(["run", str(config), "--no-progress"])
-        except BaseException:  # noqa: BLE001 - report through the exit code only
-            code = 99
-        finally:
-            os._exit(code)
-    return pid
+        def save_then_sleep(run_dir, index, *args, **kwargs):
+            folder = real(run_dir, index, *args, **kwargs)
+            if index == 1:
+                time.sleep(120)  # the parent kills us here
+            return folder
+
+        mmcit.runner.save_step_checkpoint = save_then_sleep
+
+    return fork_cli(["run", str(config), "--no-progress"], setup)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -118,15 +110,13 @@ class _Interrupt(BaseException):
     """Stands in for a kill (BaseException: nothing in the runner may swallow it)."""
 
 
-def test_interrupted_lcia_task_resumes_from_its_latest_step_checkpoint(tmp_path, cache_dir, monkeypatch):
-    method = "method={type: lcia}"  # task 2 gets a new adapter in before_task
-    ref = run(tiny_cfg(tmp_path / "ref", cache_dir, method, *STEPPED), progress=False, log=_quiet)
-    cfg = tiny_cfg(tmp_path, cache_dir, method, *STEPPED)
+def _run_interrupted_after_step(cfg, step: int, monkeypatch) -> None:
+    """Run ``cfg`` in-process and stop it right after task 2's step checkpoint at ``step``."""
     real = mmcit.runner.save_step_checkpoint
 
     def save_then_stop(run_dir, index, stage, model, method, state, extra=None):
         folder = real(run_dir, index, stage, model, method, state, extra)
-        if index == 1 and state.step == 4:
+        if index == 1 and state.step == step:
             raise _Interrupt
         return folder
 
@@ -134,6 +124,13 @@ def test_interrupted_lcia_task_resumes_from_its_latest_step_checkpoint(tmp_path,
     with pytest.raises(_Interrupt):
         run(cfg, progress=False, log=_quiet)
     monkeypatch.undo()
+
+
+def test_interrupted_lcia_task_resumes_from_its_latest_step_checkpoint(tmp_path, cache_dir, monkeypatch):
+    method = "method={type: lcia}"  # task 2 gets a new adapter in before_task
+    ref = run(tiny_cfg(tmp_path / "ref", cache_dir, method, *STEPPED), progress=False, log=_quiet)
+    cfg = tiny_cfg(tmp_path, cache_dir, method, *STEPPED)
+    _run_interrupted_after_step(cfg, 4, monkeypatch)
     run_dir = tmp_path / "run"
     # Only the newest step checkpoint of the task is kept.
     assert [(i, s) for i, s, _ in step_checkpoints(run_dir)] == [(1, 4)]
@@ -212,18 +209,7 @@ def test_resume_with_a_fixed_lr_after_a_nan_loss(tmp_path, cache_dir, capsys, na
 def test_corrupt_step_checkpoint_is_refused_and_an_incomplete_one_is_skipped(tmp_path, cache_dir, monkeypatch):
     cfg = tiny_cfg(tmp_path, cache_dir, *STEPPED)
     ref = run(tiny_cfg(tmp_path / "ref", cache_dir, "train.max_steps=5"), progress=False, log=_quiet)
-    real = mmcit.runner.save_step_checkpoint
-
-    def save_then_stop(run_dir, index, stage, model, method, state, extra=None):
-        folder = real(run_dir, index, stage, model, method, state, extra)
-        if index == 1 and state.step == 2:
-            raise _Interrupt
-        return folder
-
-    monkeypatch.setattr(mmcit.runner, "save_step_checkpoint", save_then_stop)
-    with pytest.raises(_Interrupt):
-        run(cfg, progress=False, log=_quiet)
-    monkeypatch.undo()
+    _run_interrupted_after_step(cfg, 2, monkeypatch)
     (_, _, folder), = step_checkpoints(tmp_path / "run")
     optimizer = folder / "optimizer.safetensors"
     good = optimizer.read_bytes()
