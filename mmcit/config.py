@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from mmcit.backends.base import ModelConfig
 from mmcit.methods.base import METHODS, MethodConfig
 
 COIN_TASKS = ["ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA"]
@@ -39,38 +40,6 @@ class DataConfig:
     train_limit: int | None = None  # keep at most this many training samples per task
     test_limit: int | None = None
     cache_dir: str | None = None  # where generated data and pretrained bases are cached
-
-
-@dataclass
-class PretrainConfig:
-    enabled: bool = True
-    vision_steps: int = 2000  # stage 0: vision tower alone on caption words (cheap, no LM)
-    steps: int = 300  # stage 1: projector + LM (and the tower unless frozen) on the captions
-    freeze_vision_in_captions: bool = True  # keep the tower from stage 0 during stage 1
-    batch_size: int = 32
-    lr: float = 2e-3
-
-
-@dataclass
-class ModelConfig:
-    type: str = "tiny_llava"
-    image_size: int = 64
-    patch_size: int = 16
-    vision_hidden: int = 128
-    vision_layers: int = 4
-    vision_heads: int = 4
-    text_hidden: int = 128
-    text_layers: int = 3
-    text_heads: int = 4
-    text_intermediate: int = 384
-    vocab_size: int = 1024
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 @dataclass
@@ -106,9 +75,15 @@ class RunConfig:
     threads: int = 0  # torch threads; 0 = leave torch's default
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=lambda: _default_model())
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _default_model() -> ModelConfig:
+    from mmcit.backends.tiny_llava import TinyLlavaConfig
+
+    return TinyLlavaConfig()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +137,8 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     if cls is MethodConfig or (isinstance(cls, type) and issubclass(cls, MethodConfig) and "type" in data):
         cls = _method_config_cls(data, prefix)
+    elif cls is ModelConfig or (isinstance(cls, type) and issubclass(cls, ModelConfig) and "type" in data):
+        cls = _model_config_cls(data, prefix)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -190,6 +167,15 @@ def _method_config_cls(data: dict, prefix: str) -> type:
     return METHODS[kind].config_cls
 
 
+def _model_config_cls(data: dict, prefix: str) -> type:
+    from mmcit.backends import BACKENDS
+
+    kind = data.get("type", "tiny_llava")
+    if kind not in BACKENDS:
+        raise ConfigError(f"{prefix or 'model'}.type: unknown model type {kind!r}; available: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[kind].config_cls
+
+
 def to_dict(cfg: Any) -> Any:
     return dataclasses.asdict(cfg)
 
@@ -198,8 +184,8 @@ def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            if k == "method" and v.get("type", out[k].get("type")) != out[k].get("type"):
-                out[k] = v  # a different method: its keys do not mix with the base's
+            if k in ("method", "model") and v.get("type", out[k].get("type")) != out[k].get("type"):
+                out[k] = v  # a different method or backend: its keys do not mix with the base's
             else:
                 out[k] = _merge(out[k], v)
         else:
@@ -271,13 +257,13 @@ def validate(cfg: RunConfig) -> None:
         (len(cfg.data.tasks) > 0, "data.tasks is empty: a stream needs at least one task"),
         (len(set(cfg.data.tasks)) == len(cfg.data.tasks), f"data.tasks has duplicates: {cfg.data.tasks}"),
         (cfg.data.scale > 0, "data.scale must be > 0"),
-        (cfg.model.image_size % cfg.model.patch_size == 0, "model.image_size must be a multiple of model.patch_size"),
-        (cfg.model.lora_r >= 1, "model.lora_r must be >= 1"),
-        (cfg.model.type == "tiny_llava", f"model.type {cfg.model.type!r} is not available; valid: tiny_llava"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    problems = cfg.model.validate()
+    if problems:
+        raise ConfigError(problems[0])
     if cfg.data.source == "coin":
         for key in ("instruction_root", "image_root"):
             if getattr(cfg.data, key) is None:

@@ -36,7 +36,7 @@ def generate_answers(
 ) -> list[str]:
     """Answer every sample with the adapter chosen for it; samples are grouped by adapter so
     that each adapter is switched to once per batch, and answers come back in input order."""
-    encoder = Encoder(model.processor)
+    encoder = Encoder(model.processor, model.template)
     pad = model.tokenizer.pad_token_id
     by_adapter: dict[str | None, list[int]] = {}
     for i, name in enumerate(adapters):

@@ -7,12 +7,14 @@ tower and the base LLM weights are frozen.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
 import torch
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from mmcit.backends.base import LORA_TARGETS
+
 PROJECTOR = "multi_modal_projector"
 
 
@@ -35,16 +37,27 @@ def language_model_targets(modules: list[str]) -> str:
 class MMModel:
     """A LLaVA-style model with named adapters, ready for training and batched generation."""
 
-    def __init__(self, peft_model, processor, adapter: str = "default"):
+    def __init__(self, peft_model, processor, adapter: str = "default", template=None):
+        from mmcit.data.templates import ChatTemplate
+
         self.peft = peft_model
         self.processor = processor
         self.tokenizer = processor.tokenizer
+        self.template = template or ChatTemplate()
         self.active_adapter = adapter
         self.adapters: list[str] = [adapter]
+        # Where batches go, and the precision the frozen weights compute in: trainable weights stay
+        # float32 and a bf16/fp16 model runs under autocast (mixed precision, as LLaVA trains).
+        first = next(peft_model.parameters())
+        self.device = first.device
+        frozen = {p.dtype for p in peft_model.parameters() if not p.requires_grad and p.is_floating_point()}
+        low = [d for d in (torch.bfloat16, torch.float16) if d in frozen]
+        self.autocast_dtype = low[0] if low else None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_base(cls, base, processor, lora: LoraSettings, adapter: str = "default") -> "MMModel":
+    def from_base(cls, base, processor, lora: LoraSettings, adapter: str = "default", template=None,
+                  gradient_checkpointing: bool = False) -> "MMModel":
         from peft import LoraConfig, get_peft_model
 
         for p in base.parameters():
@@ -58,7 +71,11 @@ class MMModel:
             bias="none",
         )
         peft_model = get_peft_model(base, config, adapter_name=adapter)
-        return cls(peft_model, processor, adapter)
+        _float32_trainables(peft_model)
+        if gradient_checkpointing:
+            # Non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen).
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return cls(peft_model, processor, adapter, template)
 
     # -- adapters -----------------------------------------------------------------------------
     def add_adapter(self, name: str, copy_from: str | None = None) -> None:
@@ -68,6 +85,7 @@ class MMModel:
         source = copy_from or self.active_adapter
         cfg = copy.deepcopy(self.peft.peft_config[source])
         self.peft.add_adapter(name, cfg)
+        _float32_trainables(self.peft)
         self.adapters.append(name)
         src = self.adapter_state(source)
         self.load_adapter_state(name, {k.replace(f".{source}.", f".{name}."): v for k, v in src.items()})
@@ -115,20 +133,31 @@ class MMModel:
     def eval(self) -> None:
         self.peft.eval()
 
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
     def __call__(self, **batch):
-        return self.peft(**batch)
+        with self._autocast():
+            return self.peft(**self.to_device(batch))
 
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int) -> list[str]:
         """Greedy generation for a left-padded batch; returns the decoded new text per row."""
         tok = self.tokenizer
-        out = self.peft.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-        )
+        batch = self.to_device(batch)
+        with self._autocast():
+            out = self.peft.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
         new = out[:, batch["input_ids"].shape[1]:]
         return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
@@ -136,3 +165,11 @@ class MMModel:
         total = sum(p.numel() for p in self.peft.parameters())
         trainable = sum(p.numel() for _, p in self.trainable_named_parameters())
         return trainable, total
+
+
+def _float32_trainables(peft_model) -> None:
+    """Keep every adapter weight (LoRA, projector copies, of every adapter) in float32 whatever the
+    base's dtype: bf16 weights would lose small AdamW updates."""
+    for n, p in peft_model.named_parameters():
+        if ("lora_" in n or "modules_to_save" in n) and p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()

@@ -64,7 +64,7 @@ class Predictor:
                         instruction=instruction)
         self.model.set_adapter(adapter)
         self.model.eval()
-        batch = collate([Encoder(self.model.processor).encode_prompt(sample)], self.model.tokenizer.pad_token_id,
+        batch = collate([Encoder(self.model.processor, self.model.template).encode_prompt(sample)], self.model.tokenizer.pad_token_id,
                         "left")
         answer = self.model.generate(batch, self.max_new_tokens)[0]
         return {"answer": answer, "group": group, "adapter": adapter, "similarity": sim,

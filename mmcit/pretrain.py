@@ -21,8 +21,9 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from mmcit.config import ModelConfig
+from mmcit.backends.tiny_llava import TinyLlavaConfig
 from mmcit.data.collate import Encoder, collate
+from mmcit.data.templates import Template
 from mmcit.data.sample import Sample
 from mmcit.tiny import TinyModelSpec, build_processor, build_tiny_llava
 from mmcit.tokenizer import load_tokenizer, train_tokenizer
@@ -32,7 +33,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("MMCIT_CACHE", Path.home() / ".cache" / "mmcit"))
 
 
-def spec_from_config(cfg: ModelConfig) -> TinyModelSpec:
+def spec_from_config(cfg: TinyLlavaConfig) -> TinyModelSpec:
     return TinyModelSpec(
         image_size=cfg.image_size,
         patch_size=cfg.patch_size,
@@ -47,13 +48,13 @@ def spec_from_config(cfg: ModelConfig) -> TinyModelSpec:
     )
 
 
-def base_key(cfg: ModelConfig, data_key: str, seed: int) -> str:
+def base_key(cfg: TinyLlavaConfig, data_key: str, seed: int) -> str:
     blob = json.dumps({"model": asdict(cfg), "data": data_key, "seed": seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def load_or_pretrain(
-    cfg: ModelConfig,
+    cfg: TinyLlavaConfig,
     texts: Callable[[], list[str]],
     captions: list[Sample],
     *,
@@ -62,8 +63,9 @@ def load_or_pretrain(
     cache_dir: Path | None = None,
     progress: bool = True,
     log=print,
+    template: Template | None = None,
 ):
-    """Return (base model, processor), from the cache or freshly pretrained."""
+    """Return (base model, processor), from the cache or freshly pretrained (captions in ``template``)."""
     from transformers import LlavaForConditionalGeneration
 
     cache = (cache_dir or default_cache_dir()) / "bases" / base_key(cfg, data_key, seed)
@@ -80,7 +82,7 @@ def load_or_pretrain(
     tok = train_tokenizer(["USER: ASSISTANT:", *texts()], vocab_size=cfg.vocab_size)
     model, processor = build_tiny_llava(spec, tok, seed=seed)
     if cfg.pretrain.enabled and captions:
-        _pretrain(model, processor, captions, cfg, seed, progress)
+        _pretrain(model, processor, captions, cfg, seed, progress, template)
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -94,9 +96,10 @@ def load_or_pretrain(
     return model, processor
 
 
-def _pretrain(model, processor, captions: list[Sample], cfg: ModelConfig, seed: int, progress: bool) -> None:
+def _pretrain(model, processor, captions: list[Sample], cfg: TinyLlavaConfig, seed: int, progress: bool,
+              template: Template | None = None) -> None:
     """Train every weight on the captions (the LLaVA pretraining stage, in miniature)."""
-    encoder = Encoder(processor)
+    encoder = Encoder(processor, template)
     features = [encoder.encode_train(s) for s in captions]
     pc = cfg.pretrain
     if pc.vision_steps > 0:

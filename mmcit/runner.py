@@ -11,17 +11,18 @@ from pathlib import Path
 import torch
 import yaml
 
+from mmcit.backends import BuildContext, build_backend
 from mmcit.checkpoint import (MANIFEST, METHOD_STATE, CheckpointError, checkpoint_folders, last_checkpoint,
                               last_step_checkpoint, read_rng, read_state, read_step_checkpoint,
                               remove_step_checkpoints, restore_adapters, restore_rng, save_checkpoint,
                               save_step_checkpoint)
 from mmcit.config import ConfigError, RunConfig, load_config
-from mmcit.data.stream import corpus_texts, load_data
+from mmcit.data.stream import load_data
 from mmcit.evaluate import evaluate_task
 from mmcit.io import clean_temp_files, write_json, write_text
 from mmcit.methods import RunContext, build_method
 from mmcit.model import LoraSettings, MMModel
-from mmcit.pretrain import default_cache_dir, load_or_pretrain
+from mmcit.pretrain import default_cache_dir
 from mmcit.report import build_results, environment, write_run_report
 from mmcit.train import TrainState, num_steps, train_stage
 
@@ -106,14 +107,14 @@ def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> tuple[Path, list[di
 
 
 def build_model(cfg: RunConfig, data, cache_dir: Path, log=print, progress: bool = True) -> MMModel:
-    base, processor = load_or_pretrain(
-        cfg.model, lambda: corpus_texts(data.instruction_root), data.captions, data_key=data.key, seed=cfg.seed,
-        cache_dir=cache_dir, progress=progress, log=log,
-    )
+    """The run's model: the backend's base (``model.type``) with the first LoRA adapter."""
+    built = build_backend(cfg.model, BuildContext(data=data, cache_dir=cache_dir, seed=cfg.seed, log=log,
+                                                  progress=progress))
     lora = LoraSettings(r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
                         target_modules=list(cfg.model.lora_targets))
     torch.manual_seed(cfg.seed)  # LoRA A matrices are random: same seed, same start
-    return MMModel.from_base(base, processor, lora)
+    return MMModel.from_base(built.model, built.processor, lora, template=built.template,
+                             gradient_checkpointing=getattr(cfg.model, "gradient_checkpointing", False))
 
 
 def _restore(cfg: RunConfig, run_dir: Path, model: MMModel, method, stages: list, log) -> dict | None:

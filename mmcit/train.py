@@ -104,7 +104,7 @@ def train_stage(
     import time
 
     start = time.perf_counter()
-    encoder = Encoder(model.processor, max_length=cfg.max_length)
+    encoder = Encoder(model.processor, model.template, max_length=cfg.max_length)
     features = [encoder.encode_train(s) for s in samples]
     total = num_steps(len(features), cfg)
     optimizer = make_optimizer(model, cfg)

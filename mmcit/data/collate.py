@@ -7,31 +7,13 @@ continues every row from its last position.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from PIL import Image
 
 from mmcit.data.sample import Sample
+from mmcit.data.templates import ChatTemplate, Template
 
 IGNORE_INDEX = -100
-
-
-@dataclass
-class ChatTemplate:
-    """A vicuna_v1-style conversation: ``USER: <image>\\n{q} ASSISTANT: {a}</s>`` turn after turn."""
-
-    system: str = ""
-    user: str = "USER:"
-    assistant: str = "ASSISTANT:"
-
-    def prompt(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
-        """Split the conversation into (context, target) pieces: targets are the answers + eos."""
-        pieces = []
-        for k, (human, answer) in enumerate(turns):
-            head = (bos + self.system if k == 0 else "") + f"{self.user} " + ("<image>\n" if k == 0 else "")
-            pieces.append((f"{head}{human} {self.assistant}", f" {answer}{eos}"))
-        return pieces
 
 
 def load_image(sample: Sample) -> Image.Image:
@@ -42,7 +24,7 @@ def load_image(sample: Sample) -> Image.Image:
 class Encoder:
     """Encodes samples for training (with labels) or generation (prompt only)."""
 
-    def __init__(self, processor, template: ChatTemplate | None = None, max_length: int = 2048):
+    def __init__(self, processor, template: Template | None = None, max_length: int = 2048):
         self.processor = processor
         self.tok = processor.tokenizer
         self.template = template or ChatTemplate()
@@ -50,14 +32,15 @@ class Encoder:
 
     def _text_ids(self, text: str, image: Image.Image | None) -> tuple[list[int], torch.Tensor | None]:
         if image is not None:
-            enc = self.processor(images=[image], text=[text], return_tensors="pt")
+            # The template writes every special token itself (bos included): the tokenizer adds none.
+            enc = self.processor(images=[image], text=[text], return_tensors="pt", add_special_tokens=False)
             return enc["input_ids"][0].tolist(), enc["pixel_values"][0]
         return self.tok(text, add_special_tokens=False)["input_ids"], None
 
     def encode_train(self, sample: Sample) -> dict:
         """input_ids, labels (-100 on every context token), pixel_values."""
         image = load_image(sample)
-        pieces = self.template.prompt(sample.turns, self.tok.bos_token, self.tok.eos_token)
+        pieces = self.template.pieces(sample.turns, self.tok.bos_token, self.tok.eos_token)
         ids: list[int] = []
         labels: list[int] = []
         pixel_values = None
@@ -77,7 +60,7 @@ class Encoder:
     def encode_prompt(self, sample: Sample) -> dict:
         """The first turn's context only, ready for generation."""
         image = load_image(sample)
-        context, _ = self.template.prompt(sample.turns[:1], self.tok.bos_token, self.tok.eos_token)[0]
+        context, _ = self.template.pieces(sample.turns[:1], self.tok.bos_token, self.tok.eos_token)[0]
         ids, pv = self._text_ids(context, image)
         return {"input_ids": ids, "pixel_values": pv}
 

@@ -1,0 +1,62 @@
+"""``tiny_llava``: the tiny LLaVA of the built-in benchmark, random weights from config, pretrained
+in-process on the benchmark's captions and cached (see mmcit/pretrain.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mmcit.backends.base import Backend, BuildContext, Built, ModelConfig, register
+
+
+@dataclass
+class PretrainConfig:
+    enabled: bool = True
+    vision_steps: int = 2000  # stage 0: vision tower alone on caption words (cheap, no LM)
+    steps: int = 300  # stage 1: projector + LM (and the tower unless frozen) on the captions
+    freeze_vision_in_captions: bool = True  # keep the tower from stage 0 during stage 1
+    batch_size: int = 32
+    lr: float = 2e-3
+
+
+@dataclass
+class TinyLlavaConfig(ModelConfig):
+    type: str = "tiny_llava"
+    chat_template: str = "vicuna_plain"
+    image_size: int = 64
+    patch_size: int = 16
+    vision_hidden: int = 128
+    vision_layers: int = 4
+    vision_heads: int = 4
+    text_hidden: int = 128
+    text_layers: int = 3
+    text_heads: int = 4
+    text_intermediate: int = 384
+    vocab_size: int = 1024
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+    def validate(self) -> list[str]:
+        problems = super().validate()
+        if self.image_size % self.patch_size:
+            problems.append("model.image_size must be a multiple of model.patch_size")
+        if self.chat_template in ("tokenizer", "processor"):
+            problems.append("model.chat_template: the tiny model's tokenizer has no chat template; "
+                            "use vicuna_plain or vicuna_v1")
+        return problems
+
+
+@register
+class TinyLlava(Backend):
+    name = "tiny_llava"
+    config_cls = TinyLlavaConfig
+
+    def build(self, cfg: TinyLlavaConfig, ctx: BuildContext) -> Built:
+        from mmcit.data.stream import corpus_texts
+        from mmcit.data.templates import build_template
+        from mmcit.pretrain import load_or_pretrain
+
+        data = ctx.data
+        template = build_template(cfg.chat_template)
+        model, processor = load_or_pretrain(
+            cfg, lambda: corpus_texts(data.instruction_root), data.captions, data_key=data.key, seed=ctx.seed,
+            cache_dir=ctx.cache_dir, progress=ctx.progress, log=ctx.log, template=template,
+        )
+        return Built(model, processor, template)

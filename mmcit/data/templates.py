@@ -1,0 +1,95 @@
+"""Chat templates: how a conversation becomes the text a model is trained on and prompted with.
+
+Every template splits a conversation into (context, target) pieces: the targets are what the model
+learns to say (the answers, with the end-of-turn marker), the contexts are masked out of the loss.
+The first context carries the ``<image>`` tag, which the processor expands to the vision tower's
+token count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# LLaVA-1.5's conversation (its "vicuna_v1" template): the system line, then
+# "USER: <image>\n{question} ASSISTANT: {answer}</s>" turn after turn.
+VICUNA_SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+
+
+class Template:
+    def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
+        raise NotImplementedError
+
+
+@dataclass
+class ChatTemplate(Template):
+    """The vicuna_v1 layout; ``system`` empty gives the plain variant the tiny model uses."""
+
+    system: str = ""
+    user: str = "USER:"
+    assistant: str = "ASSISTANT:"
+
+    def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
+        out = []
+        for k, (human, answer) in enumerate(turns):
+            head = (bos + (self.system + " " if self.system else "") if k == 0 else "") + f"{self.user} "
+            head += "<image>\n" if k == 0 else ""
+            out.append((f"{head}{human} {self.assistant}", f" {answer}{eos}"))
+        return out
+
+
+class RenderedTemplate(Template):
+    """A Jinja chat template (the tokenizer's or the processor's), split by rendering prefixes.
+
+    Turn k's context is what rendering the messages up to its question with the generation prompt
+    adds to the rendering of the turns before it; its target is what the answer adds after that.
+    A template that does not render each conversation as an extension of its prefix cannot be
+    split this way and is refused with an error.
+    """
+
+    def __init__(self, owner, image_as_content: bool, name: str):
+        if not getattr(owner, "chat_template", None):
+            from mmcit.config import ConfigError
+
+            raise ConfigError(f"model.chat_template: {name}: the {name} has no chat template; "
+                              "choose vicuna_v1 or vicuna_plain")
+        self.owner = owner
+        self.image_as_content = image_as_content  # processor templates take [{"type": "image"}, ...]
+        self.name = name
+
+    def _message(self, role: str, text: str, first: bool) -> dict:
+        if self.image_as_content:
+            content = ([{"type": "image"}] if first else []) + [{"type": "text", "text": text}]
+            return {"role": role, "content": content}
+        return {"role": role, "content": ("<image>\n" + text) if first else text}
+
+    def _render(self, messages: list[dict], generation_prompt: bool) -> str:
+        return self.owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+    def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
+        messages: list[dict] = []
+        done = ""
+        out = []
+        for k, (human, answer) in enumerate(turns):
+            messages.append(self._message("user", human, k == 0))
+            context = self._render(messages, True)
+            messages.append({"role": "assistant", "content": answer if not self.image_as_content
+                             else [{"type": "text", "text": answer}]})
+            full = self._render(messages, False)
+            if not context.startswith(done) or not full.startswith(context):
+                raise ValueError(f"the {self.name}'s chat template does not render a conversation as an "
+                                 "extension of its beginning; set model.chat_template to vicuna_v1")
+            out.append((context[len(done):], full[len(context):]))
+            done = full
+        return out
+
+
+def build_template(name: str, tokenizer=None, processor=None) -> Template:
+    if name == "vicuna_v1":
+        return ChatTemplate(system=VICUNA_SYSTEM)
+    if name == "vicuna_plain":
+        return ChatTemplate()
+    if name == "tokenizer":
+        return RenderedTemplate(tokenizer, image_as_content=False, name="tokenizer")
+    if name == "processor":
+        return RenderedTemplate(processor, image_as_content=True, name="processor")
+    raise ValueError(f"unknown chat template {name!r}")
