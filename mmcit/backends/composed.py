@@ -200,14 +200,22 @@ class Composed(Backend):
 
         device = resolve_device(cfg.device)
         dtype = torch_dtype(cfg.dtype)
+        local_dir = cfg.vision_model.startswith("local-dir:")
         if cfg.vision_checkpoint is not None and not Path(cfg.vision_checkpoint).expanduser().is_file():
             from mmcit.config import ConfigError
 
             raise ConfigError(f"model.vision_checkpoint: {cfg.vision_checkpoint} is not a file (nothing is downloaded)")
-        if cfg.vision_checkpoint is None:
+        if local_dir and cfg.vision_checkpoint is not None:
+            from mmcit.config import ConfigError
+
+            raise ConfigError("model.vision_checkpoint: a local-dir: vision model takes its weights from its folder; "
+                              "leave vision_checkpoint unset")
+        if cfg.vision_checkpoint is None and not local_dir:
             ctx.log(f"model.vision_checkpoint is not set: the {cfg.vision_model} tower has random weights")
-        clip = open_clip.create_model(cfg.vision_model, pretrained=cfg.vision_checkpoint, pretrained_text=False,
-                                      pretrained_image=False, load_weights=cfg.vision_checkpoint is not None)
+        # A local-dir: folder brings its own weights (open_clip_model.safetensors); nothing is downloaded.
+        clip = open_clip.create_model(cfg.vision_model, pretrained=None if local_dir else cfg.vision_checkpoint,
+                                      pretrained_text=False, pretrained_image=False,
+                                      load_weights=local_dir or cfg.vision_checkpoint is not None)
         visual = clip.visual
         transform = image_transform_v2(PreprocessCfg(**visual.preprocess_cfg), is_train=False)
         lm, tokenizer, quantized = load_language_model(cfg, device)
