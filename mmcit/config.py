@@ -58,6 +58,13 @@ class TrainConfig:
     # task). They live under checkpoints/NN_<stage>/steps/ and let `mmcit run --resume` continue
     # mid-task; see mmcit/checkpoint.py.
     checkpoint_every: int | None = None
+    # Global batch per task, overriding batch_size (CoIN's published batches differ per task).
+    task_batch_size: dict[str, int] = field(default_factory=dict)
+    # Rows per forward/backward on one process; the global batch is accumulated from such
+    # micro-batches, with the same gradient as one pass (None: the process's whole share at once).
+    micro_batch_size: int | None = None
+    # Tasks with at most this many training samples are encoded once; larger ones batch by batch.
+    encode_once_limit: int = 4096
 
 
 @dataclass
@@ -110,6 +117,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 pass
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -245,6 +257,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.lr > 0, "train.lr must be > 0"),
         (cfg.train.projector_lr >= 0, "train.projector_lr must be >= 0"),
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (all(v >= 1 for v in cfg.train.task_batch_size.values()), "train.task_batch_size values must be >= 1"),
+        (cfg.train.micro_batch_size is None or cfg.train.micro_batch_size >= 1, "train.micro_batch_size must be >= 1"),
         (cfg.train.epochs > 0 or (cfg.train.max_steps or 0) > 0, "train.epochs must be > 0"),
         (cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps must be >= 1"),
         (cfg.train.checkpoint_every is None or cfg.train.checkpoint_every >= 1,
@@ -261,6 +275,9 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    unknown = sorted(set(cfg.train.task_batch_size) - set(cfg.data.tasks))
+    if unknown:
+        raise ConfigError(f"train.task_batch_size: {', '.join(unknown)} not in data.tasks ({', '.join(cfg.data.tasks)})")
     problems = cfg.model.validate()
     if problems:
         raise ConfigError(problems[0])

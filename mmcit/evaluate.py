@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mmcit.data.collate import Encoder, collate
+from mmcit.data.collate import collate
 from mmcit.data.sample import Sample, TaskData
 from mmcit.io import write_jsonl
 from mmcit.methods.base import Method
@@ -36,7 +36,7 @@ def generate_answers(
 ) -> list[str]:
     """Answer every sample with the adapter chosen for it; samples are grouped by adapter so
     that each adapter is switched to once per batch, and answers come back in input order."""
-    encoder = Encoder(model.processor, model.template)
+    encoder = model.encoder()
     pad = model.tokenizer.pad_token_id
     by_adapter: dict[str | None, list[int]] = {}
     for i, name in enumerate(adapters):
@@ -71,11 +71,14 @@ def evaluate_task(
     model_id: str = "mmcit",
     progress: bool = True,
 ) -> TaskResult:
+    from mmcit import distributed as dist
+
     start = time.perf_counter()
-    adapters = method.select_adapter(task.test)
-    predictions = generate_answers(
-        model, task.test, adapters, batch_size, max_new_tokens, progress, desc=f"eval {task.name}"
-    )
+    adapters = method.select_adapter(task.test)  # every process routes all samples: counts stay equal
+    # Data parallel: each process answers its share; every process gets all answers back.
+    predictions = dist.gather_shards(generate_answers(
+        model, dist.shard(task.test), dist.shard(adapters), batch_size, max_new_tokens, progress,
+        desc=f"eval {task.name}"), len(task.test))
     accuracy, scores = score_task(task.scorer, predictions, task.test, mode=scoring_mode)
     if answers_file is not None:
         write_jsonl(answers_file, answer_records(task.test, predictions, model_id))

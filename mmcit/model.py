@@ -44,6 +44,7 @@ class MMModel:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.template = template or ChatTemplate()
+        self.pad_to_square = False  # model.image_aspect == "pad"
         self.active_adapter = adapter
         self.adapters: list[str] = [adapter]
         # Where batches go, and the precision the frozen weights compute in: trainable weights stay
@@ -127,6 +128,12 @@ class MMModel:
         return {n for n, _ in self.trainable_named_parameters() if PROJECTOR in n}
 
     # -- running ------------------------------------------------------------------------------
+    def encoder(self, max_length: int = 2048):
+        """The sample encoder for this model: its processor, chat template and image handling."""
+        from mmcit.data.collate import Encoder
+
+        return Encoder(self.processor, self.template, max_length=max_length, pad_to_square=self.pad_to_square)
+
     def train(self) -> None:
         self.peft.train()
 

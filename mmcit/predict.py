@@ -54,7 +54,7 @@ class Predictor:
         line), so a prompt laid out like the benchmark's routes like its test samples do.
         """
         from data_recipes.coin import extract_instruction, strip_image_tag
-        from mmcit.data.collate import Encoder, collate
+        from mmcit.data.collate import collate
         from mmcit.data.sample import Sample
 
         text = strip_image_tag(prompt)  # the encoder puts the image tag in itself
@@ -64,7 +64,7 @@ class Predictor:
                         instruction=instruction)
         self.model.set_adapter(adapter)
         self.model.eval()
-        batch = collate([Encoder(self.model.processor, self.model.template).encode_prompt(sample)], self.model.tokenizer.pad_token_id,
+        batch = collate([self.model.encoder().encode_prompt(sample)], self.model.tokenizer.pad_token_id,
                         "left")
         answer = self.model.generate(batch, self.max_new_tokens)[0]
         return {"answer": answer, "group": group, "adapter": adapter, "similarity": sim,

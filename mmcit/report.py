@@ -39,6 +39,7 @@ def environment() -> dict:
         "processor": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(),
+        "processes": _processes(),  # data-parallel processes (accelerate launch)
         "git_commit": commit,
     }
 
@@ -153,3 +154,9 @@ def write_combined_report(out_dir: Path, results: list[dict]) -> str:
     write_text(out_dir / "report.md", "".join(parts))
     write_json(out_dir / "summary.json", [{"method": r["method"], "metrics": r["metrics"]} for r in results])
     return table
+
+
+def _processes() -> int:
+    from mmcit.distributed import world_size
+
+    return world_size()

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 import yaml
 
+from mmcit import distributed as dist
 from mmcit.backends import BuildContext, build_backend
 from mmcit.checkpoint import (MANIFEST, METHOD_STATE, CheckpointError, checkpoint_folders, last_checkpoint,
                               last_step_checkpoint, read_rng, read_state, read_step_checkpoint,
                               remove_step_checkpoints, restore_adapters, restore_rng, save_checkpoint,
                               save_step_checkpoint)
-from mmcit.config import ConfigError, RunConfig, load_config
+from mmcit.config import ConfigError, RunConfig, TrainConfig, load_config
 from mmcit.data.stream import load_data
 from mmcit.evaluate import evaluate_task
 from mmcit.io import clean_temp_files, write_json, write_text
@@ -80,6 +81,17 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
     return cfg
 
 
+def _with_defaults(saved: dict) -> dict:
+    """A saved config with the settings it predates filled in with their defaults (a key added to
+    mmcit after the run started is not a change); as saved when it no longer loads."""
+    from mmcit.config import from_dict
+
+    try:
+        return asdict(from_dict(RunConfig, saved))
+    except ConfigError:
+        return saved
+
+
 def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> tuple[Path, list[dict]]:
     """Create the run folder; refuse one that holds a different run.
 
@@ -94,7 +106,7 @@ def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> tuple[Path, list[di
     if existing.exists() and existing.read_text() != resolved:
         if not resume:
             raise ConfigError(f"output_dir {run_dir} holds a different run (its config.yaml differs); choose another")
-        old, new = _flatten(yaml.safe_load(existing.read_text()) or {}), _flatten(asdict(cfg))
+        old, new = _flatten(_with_defaults(yaml.safe_load(existing.read_text()) or {})), _flatten(asdict(cfg))
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         bad = [k for k in changed if not resume_overridable(k)]
         if bad:
@@ -102,7 +114,8 @@ def prepare_run_dir(cfg: RunConfig, resume: bool = False) -> tuple[Path, list[di
                               f"{', '.join(bad)}; allowed: {', '.join(RESUME_OVERRIDABLE)}")
         changes = [{"key": k, "old": old.get(k), "new": new.get(k)} for k in changed]
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(existing, resolved)
+    if dist.is_main():  # data parallel: rank 0 writes every file of the run
+        write_text(existing, resolved)
     return run_dir, changes
 
 
@@ -113,8 +126,17 @@ def build_model(cfg: RunConfig, data, cache_dir: Path, log=print, progress: bool
     lora = LoraSettings(r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
                         target_modules=list(cfg.model.lora_targets))
     torch.manual_seed(cfg.seed)  # LoRA A matrices are random: same seed, same start
-    return MMModel.from_base(built.model, built.processor, lora, template=built.template,
-                             gradient_checkpointing=getattr(cfg.model, "gradient_checkpointing", False))
+    model = MMModel.from_base(built.model, built.processor, lora, template=built.template,
+                              gradient_checkpointing=getattr(cfg.model, "gradient_checkpointing", False))
+    model.pad_to_square = cfg.model.image_aspect == "pad"
+    return model
+
+
+def stage_train_config(cfg: RunConfig, stage) -> TrainConfig:
+    """The training settings of one stage: its task's global batch from train.task_batch_size."""
+    if len(stage.train) == 1 and stage.train[0].name in cfg.train.task_batch_size:
+        return replace(cfg.train, batch_size=cfg.train.task_batch_size[stage.train[0].name])
+    return cfg.train
 
 
 def _restore(cfg: RunConfig, run_dir: Path, model: MMModel, method, stages: list, log) -> dict | None:
@@ -212,14 +234,22 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print, resume: bool = Fals
     started = t0 = time.perf_counter()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    dist.init_from_environment()  # under `accelerate launch`: join the data-parallel group
+    main = dist.is_main()
+    if not main:
+        log, progress = (lambda msg: None), False  # one voice: rank 0 reports
     seed_everything(cfg.seed)
     cache_dir = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
-    data = load_data(cfg.data, cache_dir, log)  # validates every record and image first
+    # Rank 0 first: it generates the data and pretrains (or loads) the cached base; the others
+    # then read them from the cache instead of redoing the work.
+    with dist.main_first():
+        data = load_data(cfg.data, cache_dir, log)  # validates every record and image first
     run_dir, changes = prepare_run_dir(cfg, resume=resume)
-    if resume:
+    if resume and main:
         for path in clean_temp_files(run_dir):  # left by a killed writer; never real files
             log(f"[{cfg.name}] removed leftover temporary file {path}")
-    model = build_model(cfg, data, cache_dir, log, progress)
+    with dist.main_first():
+        model = build_model(cfg, data, cache_dir, log, progress)
     method = build_method(cfg.method)
     method.setup(model, RunContext(run_dir=run_dir, task_names=[t.name for t in data.tasks], seed=cfg.seed))
 
@@ -254,19 +284,20 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print, resume: bool = Fals
         )
 
     results = results_now()
-    if changes and matrix:  # record the change now, not only once the next stage is done
+    if changes and matrix and main:  # record the change now, not only once the next stage is done
         write_json(run_dir / "results.json", results)
     for stage in stages[len(matrix):]:
         log(f"[{cfg.name}] stage {stage.index + 1}/{len(stages)}: {stage.name}")
         method.before_task(stage, model)
         samples = [s for t in stage.train for s in t.train]
+        train_cfg = stage_train_config(cfg, stage)
         train_resume: TrainState | None = None
         if step_resume is not None:  # only ever for the first stage run here
             folder, state, train_resume = step_resume
             step_resume = None
-            if train_resume.total != num_steps(len(samples), cfg.train):
+            if train_resume.total != num_steps(len(samples), train_cfg):
                 raise CheckpointError(f"step checkpoint {folder} was taken in a stage of {train_resume.total} "
-                                      f"steps; this run's {stage.name} has {num_steps(len(samples), cfg.train)}")
+                                      f"steps; this run's {stage.name} has {num_steps(len(samples), train_cfg)}")
             # After before_task, so what it set up (a new adapter, a fresh EMA) is overwritten with
             # the state of the checkpoint's moment; the RNG is restored by train_stage, last.
             restore_adapters(model, folder, state)
@@ -275,10 +306,11 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print, resume: bool = Fals
                 f"from {folder}")
 
         def save_step(state: TrainState, stage=stage) -> None:
-            save_step_checkpoint(run_dir, stage.index, stage.name, model, method, state,
-                                 extra={"elapsed_seconds": time.perf_counter() - t0})
+            if main:
+                save_step_checkpoint(run_dir, stage.index, stage.name, model, method, state,
+                                     extra={"elapsed_seconds": time.perf_counter() - t0})
 
-        stats = train_stage(model, method, samples, cfg.train, seed=cfg.seed + stage.index,
+        stats = train_stage(model, method, samples, train_cfg, seed=cfg.seed + stage.index,
                             desc=f"train {stage.name}", progress=progress, resume=train_resume,
                             on_checkpoint=save_step if cfg.train.checkpoint_every else None)
         method.after_task(stage, model)
@@ -288,7 +320,8 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print, resume: bool = Fals
             res = evaluate_task(
                 model, method, task, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
                 scoring_mode=cfg.eval.scoring_mode, model_id=cfg.name, progress=progress,
-                answers_file=run_dir / "answers" / f"{stage.index + 1:02d}_{stage.name}" / f"{task.name}.jsonl",
+                answers_file=(run_dir / "answers" / f"{stage.index + 1:02d}_{stage.name}" / f"{task.name}.jsonl"
+                              if main else None),
             )
             row[tasks.index(task.name)] = round(res.accuracy, 4)
             eval_seconds += res.seconds
@@ -298,12 +331,14 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print, resume: bool = Fals
         log(f"[{cfg.name}] after {stage.name}: " + ", ".join(
             f"{t}={v:.1f}" for t, v in zip(tasks, row) if v is not None))
         results = results_now()
-        write_json(run_dir / "results.json", results)
-        # The checkpoint comes after the evaluation and results.json: it then captures the method's
-        # state after evaluation (LCIA's routing counts), and a complete checkpoint NN always has
-        # its row in results.json, which is what a resume reads back.
-        save_checkpoint(run_dir, stage.index, stage.name, model, method,
-                        extra={"elapsed_seconds": time.perf_counter() - t0})
-        remove_step_checkpoints(run_dir, only_index=stage.index)  # superseded by the stage checkpoint
-    write_run_report(run_dir, results)
+        if main:
+            write_json(run_dir / "results.json", results)
+            # The checkpoint comes after the evaluation and results.json: it then captures the
+            # method's state after evaluation (LCIA's routing counts), and a complete checkpoint NN
+            # always has its row in results.json, which is what a resume reads back.
+            save_checkpoint(run_dir, stage.index, stage.name, model, method,
+                            extra={"elapsed_seconds": time.perf_counter() - t0})
+            remove_step_checkpoints(run_dir, only_index=stage.index)  # superseded by the stage checkpoint
+    if main:
+        write_run_report(run_dir, results)
     return results

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmcit.config import TrainConfig
-from mmcit.data.collate import Encoder, collate
+from mmcit.data.collate import IGNORE_INDEX, collate
 from mmcit.data.sample import Sample
 from mmcit.methods.base import Method
 from mmcit.model import MMModel
@@ -103,10 +103,22 @@ def train_stage(
     """
     import time
 
+    from mmcit import distributed as dist
+
     start = time.perf_counter()
-    encoder = Encoder(model.processor, model.template, max_length=cfg.max_length)
-    features = [encoder.encode_train(s) for s in samples]
-    total = num_steps(len(features), cfg)
+    world = dist.world_size()
+    if cfg.batch_size % world:
+        raise ValueError(f"{desc}: batch size {cfg.batch_size} does not split over {world} processes")
+    encoder = model.encoder(cfg.max_length)
+    # Small tasks are encoded once (images decoded, text tokenised); a large one (real CoIN) is
+    # encoded batch by batch, so its images are read lazily and never all held in memory.
+    cached = len(samples) <= cfg.encode_once_limit
+    features = [encoder.encode_train(s) for s in samples] if cached else None
+
+    def feature(i: int) -> dict:
+        return features[i] if features is not None else encoder.encode_train(samples[i])
+
+    total = num_steps(len(samples), cfg)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg))
     params = [p for _, p in model.trainable_named_parameters()]
@@ -136,20 +148,14 @@ def train_stage(
                initial=start_step, total=total)
     for step in bar:
         if len(order) < cfg.batch_size:  # epoch boundary: a fresh permutation
-            perm = list(range(len(features)))
+            perm = list(range(len(samples)))
             rng.shuffle(perm)
             order += perm
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        batch = collate([features[i] for i in idx], pad, "right")
-        outputs = model(**batch)
-        loss = outputs.loss
-        extra = method.extra_loss(model, batch, outputs)
-        if extra is not None:
-            loss = loss + extra
-        value = loss.item()  # one sync per step: the progress bar and the NaN guard need it
+        value = _accumulate(model, method, [feature(i) for i in dist.shard(idx)], pad, cfg.micro_batch_size)
         if not math.isfinite(value):
             raise NonFiniteLoss(f"{desc}: loss is {value} at step {step + 1}/{total}; stopping this task")
-        loss.backward()
+        dist.sum_gradients(params)
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
@@ -166,4 +172,35 @@ def train_stage(
                 first_loss=first, last_loss=last, seconds=seconds_before + time.perf_counter() - start,
                 optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict()))
     bar.close()
-    return TrainStats(total, len(features), first, last, seconds_before + time.perf_counter() - start)
+    return TrainStats(total, len(samples), first, last, seconds_before + time.perf_counter() - start)
+
+
+def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, micro: int | None) -> float:
+    """Forward and backward this process's rows of the global batch, in micro-batches; returns the
+    loss of the whole global batch (the same value on every process).
+
+    Each micro-batch's mean token loss is weighted by its share of the global batch's label tokens,
+    so the summed gradients equal those of one forward over the global batch whatever the
+    micro-batch size and the number of processes. (One micro-batch on one process: weight 1.)
+    """
+    from mmcit import distributed as dist
+
+    micro = micro or len(local)
+    batches = [collate(local[k: k + micro], pad, "right") for k in range(0, len(local), micro)]
+    counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
+    single = len(batches) == 1 and dist.world_size() == 1
+    if not single:
+        total_tokens = dist.all_reduce_sum(torch.tensor(float(sum(counts)), device=model.device)).item()
+    value = None
+    for batch, count in zip(batches, counts):
+        outputs = model(**batch)
+        loss = outputs.loss
+        extra = method.extra_loss(model, batch, outputs)
+        if extra is not None:
+            loss = loss + extra
+        if not single:
+            loss = loss * (count / total_tokens)
+        loss.backward()
+        value = loss.detach().float() if value is None else value + loss.detach().float()
+    # One sync per step: the progress bar and the NaN guard need the value, on every process alike.
+    return float(dist.all_reduce_sum(value).item()) if not single else float(value.item())

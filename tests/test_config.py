@@ -78,3 +78,22 @@ def test_missing_and_invalid_files(tmp_path):
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert cfg.name and cfg.output_dir
+
+
+@pytest.mark.parametrize("variant,tau", [("original", 0.9), ("diverse", 0.3), ("10type", 0.3)])
+def test_coin_configs_carry_the_published_setting(variant, tau):
+    lcia = load_config(REPO / "configs" / "coin" / f"lcia_{variant}.yaml")
+    base = load_config(REPO / "configs" / "coin" / f"lora_ft_{variant}.yaml")
+    for cfg in (lcia, base):
+        m, t = cfg.model, cfg.train
+        assert (m.type, m.feature_layer, m.projector, m.chat_template, m.image_aspect) == \
+            ("composed", -2, "mlp2x_gelu", "vicuna_v1", "pad")
+        assert (m.lora_r, m.lora_alpha, m.lora_dropout, m.dtype, m.gradient_checkpointing) == \
+            (128, 256, 0.05, "bfloat16", True)
+        assert (t.lr, t.projector_lr, t.weight_decay, t.schedule, t.warmup_ratio, t.epochs, t.max_length) == \
+            (2e-4, 2e-5, 0.0, "cosine", 0.03, 1.0, 2048)
+        assert t.task_batch_size == {"ScienceQA": 128, "TextVQA": 128, "ImageNet": 160, "GQA": 64, "VizWiz": 128,
+                                     "Grounding": 64, "VQAv2": 80, "OCRVQA": 96}
+        assert cfg.data.tasks == ["ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA"]
+    assert lcia.data.variant == base.data.variant
+    assert (lcia.method.type, lcia.method.tau, lcia.method.embedder) == ("lcia", tau, "tfidf")

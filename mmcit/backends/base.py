@@ -34,6 +34,9 @@ class ModelConfig:
     # vicuna_plain (the same without a system prompt), tokenizer (the LM tokenizer's own chat
     # template) or processor (the checkpoint processor's chat template).
     chat_template: str = "vicuna_v1"
+    # crop: the processor's resize and centre crop; pad: first pad the image to a square with the
+    # processor's mean colour, as LLaVA-1.5 does ("images padded to square").
+    image_aspect: str = "crop"
 
     def validate(self) -> list[str]:
         """Problems with the values (empty when fine); backends extend it."""
@@ -42,6 +45,8 @@ class ModelConfig:
             problems.append("model.lora_r must be >= 1")
         if not self.lora_targets:
             problems.append("model.lora_targets is empty: LoRA needs at least one layer name")
+        if self.image_aspect not in ("crop", "pad"):
+            problems.append("model.image_aspect must be crop or pad")
         if self.chat_template not in CHAT_TEMPLATES:
             problems.append(f"model.chat_template must be one of {', '.join(CHAT_TEMPLATES)}")
         return problems

@@ -111,11 +111,12 @@ class ComposedProcessor:
     """LLaVA-processor interface over the open_clip image transform and the LM's tokenizer:
     ``<image>`` in the text becomes ``num_image_tokens`` image tokens."""
 
-    def __init__(self, image_transform, tokenizer, num_image_tokens: int):
+    def __init__(self, image_transform, tokenizer, num_image_tokens: int, image_mean=(0.5, 0.5, 0.5)):
         self.image_transform = image_transform
         self.tokenizer = tokenizer
         self.num_image_tokens = num_image_tokens
         self.image_token = IMAGE_TOKEN
+        self.image_mean = tuple(image_mean)  # the padding colour of image_aspect: pad
 
     def __call__(self, images=None, text=None, return_tensors="pt", add_special_tokens=False, **_):
         texts = [text] if isinstance(text, str) else list(text)
@@ -246,7 +247,7 @@ class Composed(Backend):
         model.multi_modal_projector.to(device)
         if not quantized:
             model.language_model.to(device)
-        processor = ComposedProcessor(transform, tokenizer, tokens + int(keep_cls))
+        processor = ComposedProcessor(transform, tokenizer, tokens + int(keep_cls), visual.preprocess_cfg["mean"])
         template = build_template(cfg.chat_template, tokenizer=tokenizer, processor=processor)
         ctx.log(f"composed {cfg.vision_model} (block {block + 1}, {tokens + int(keep_cls)} tokens of width {width}) "
                 f"+ {cfg.projector} + {cfg.lm_path} ({cfg.dtype}) on {device}")

@@ -16,16 +16,32 @@ from mmcit.data.templates import ChatTemplate, Template
 IGNORE_INDEX = -100
 
 
-def load_image(sample: Sample) -> Image.Image:
+def load_image(sample: Sample, pad_color: tuple[int, int, int] | None = None) -> Image.Image:
+    """The sample's image in RGB; with ``pad_color``, padded to a centred square of that colour."""
     with Image.open(sample.image) as im:
-        return im.convert("RGB")
+        image = im.convert("RGB")
+    if pad_color is None or image.width == image.height:
+        return image
+    side = max(image.size)
+    square = Image.new("RGB", (side, side), pad_color)
+    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return square
+
+
+def mean_color(processor) -> tuple[int, int, int]:
+    """The image processor's normalisation mean as an RGB colour (LLaVA's padding colour)."""
+    mean = getattr(getattr(processor, "image_processor", None), "image_mean", None) or \
+        getattr(processor, "image_mean", None) or (0.5, 0.5, 0.5)
+    return tuple(int(round(m * 255)) for m in mean)  # type: ignore[return-value]
 
 
 class Encoder:
     """Encodes samples for training (with labels) or generation (prompt only)."""
 
-    def __init__(self, processor, template: Template | None = None, max_length: int = 2048):
+    def __init__(self, processor, template: Template | None = None, max_length: int = 2048,
+                 pad_to_square: bool = False):
         self.processor = processor
+        self.pad_color = mean_color(processor) if pad_to_square else None
         self.tok = processor.tokenizer
         self.template = template or ChatTemplate()
         self.max_length = max_length
@@ -39,7 +55,7 @@ class Encoder:
 
     def encode_train(self, sample: Sample) -> dict:
         """input_ids, labels (-100 on every context token), pixel_values."""
-        image = load_image(sample)
+        image = load_image(sample, self.pad_color)
         pieces = self.template.pieces(sample.turns, self.tok.bos_token, self.tok.eos_token)
         ids: list[int] = []
         labels: list[int] = []
@@ -59,7 +75,7 @@ class Encoder:
 
     def encode_prompt(self, sample: Sample) -> dict:
         """The first turn's context only, ready for generation."""
-        image = load_image(sample)
+        image = load_image(sample, self.pad_color)
         context, _ = self.template.pieces(sample.turns[:1], self.tok.bos_token, self.tok.eos_token)[0]
         ids, pv = self._text_ids(context, image)
         return {"input_ids": ids, "pixel_values": pv}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mmcit.embedders import EMBEDDERS, EmbedderUnavailable, build_embedder, check_embedder
+from mmcit.distributed import is_main
 from mmcit.io import write_json
 from mmcit.methods.adaptive_ema import AdaptiveEMAMethod, _config_error
 from mmcit.methods.base import MethodConfig, Stage, register
@@ -137,7 +138,8 @@ class LCIA(AdaptiveEMAMethod):
         self.router.label = stage.name  # the evaluation that follows is counted under this stage
         ctx = getattr(self, "ctx", None)
         if ctx is not None:
-            write_json(ctx.run_dir / "codebook.json", self.codebook_json())
+            if is_main():  # data parallel: rank 0 writes the run's files
+                write_json(ctx.run_dir / "codebook.json", self.codebook_json())
 
     def select_adapter(self, samples: list["Sample"]) -> list[str | None]:
         """The adapter of each sample's routed group (None before the first task)."""
