@@ -236,7 +236,7 @@ def load_task(instruction_root: Path | str, image_root: Path | str, variant: str
               check_images: bool = True, verify_images: bool = False,
               scorer: str | None = None, skip_missing_images: bool = False,
               skipped: dict[str, dict[str, int]] | None = None,
-              errors: list[DataError] | None = None) -> TaskData:
+              errors: list[DataError] | None = None, cache_dir: Path | str | None = None) -> TaskData:
     """Read one task's splits into a ``TaskData``.
 
     ``variant`` is a folder name (``Instructions``...) or a short alias (``original``, ``diverse``,
@@ -249,6 +249,8 @@ def load_task(instruction_root: Path | str, image_root: Path | str, variant: str
     included), or announced with a ``SkippedSamplesWarning`` when ``skipped`` is None.
     ``errors``: collecting mode (see the module docstring); problems are appended to it instead of
     raised, and the records concerned are left out.
+    ``cache_dir``: keep each parsed file there as an Arrow dataset (``data_recipes/arrow_cache.py``)
+    and load it from there when the file has not changed (not in collecting mode).
     """
     if scorer is None:
         if task not in TASK_SCORERS:
@@ -265,8 +267,18 @@ def load_task(instruction_root: Path | str, image_root: Path | str, variant: str
         if split not in loaded:
             raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
         path = instruction_root / variant_dir(variant) / task / f"{split}.json"
-        loaded[split], dropped[split] = _load_file(path, images, task, split, limit,
-                                                   skip_missing_images, errors)
+        if cache_dir is not None and errors is None:
+            from data_recipes.arrow_cache import cache_key, cached_parse
+
+            options = {"task": task, "split": split, "limit": limit, "image_root": str(image_root),
+                       "check": check_images, "verify": verify_images, "skip_missing": skip_missing_images}
+            extra = [image_root / TEXTVQA_GOLDS] if split == "test" and task == "TextVQA" else []
+            loaded[split], dropped[split] = cached_parse(
+                Path(cache_dir), cache_key(path, extra, options),
+                lambda: _load_file(path, images, task, split, limit, skip_missing_images))
+        else:
+            loaded[split], dropped[split] = _load_file(path, images, task, split, limit,
+                                                       skip_missing_images, errors)
     if skip_missing_images:
         _report_skipped(task, dropped, skipped)
     return TaskData(name=task, scorer=scorer, train=loaded["train"], test=loaded["test"])

@@ -2,6 +2,8 @@
 test) through the real reader, with the tiny model."""
 import json
 
+import pytest
+
 from data_recipes.synthetic import generate
 from mmcit.config import load_config
 from mmcit.runner import run
@@ -22,3 +24,39 @@ def test_two_task_stream_from_a_coin_tree(tmp_path, cache_dir):
     assert [json.loads(r)["question_id"] for r in rows] == [str(r["question_id"]) for r in test]
     # ScienceQA's and ImageNet's instructions differ: LCIA gives each its own group.
     assert len(res["method_summary"]["groups"]) == 2
+
+
+def test_parsed_tasks_are_cached_as_arrow_and_reparsed_when_the_file_changes(tmp_path, monkeypatch):
+    from data_recipes import coin
+
+    generate(tmp_path / "coin", seed=3, scale=0.05, tasks=["TextVQA", "GQA"])
+    instr, images, cache = tmp_path / "coin" / "instructions", tmp_path / "coin" / "images", tmp_path / "arrow"
+    first = coin.load_task(instr, images, "Instructions", "TextVQA", cache_dir=cache)
+    assert len(list(cache.iterdir())) == 2  # one entry per split
+    parse = coin._load_file
+
+    def must_not_parse(*a, **k):
+        raise AssertionError("a cached file was parsed again")
+
+    monkeypatch.setattr(coin, "_load_file", must_not_parse)
+    again = coin.load_task(instr, images, "Instructions", "TextVQA", cache_dir=cache)
+    assert again == first and again.test[0].answers == first.test[0].answers
+    assert isinstance(again.train[0].turns[0], tuple) and again.train[0].image.is_file()
+    # A changed file is parsed again (and cached under a new key).
+    path = instr / "Instructions" / "TextVQA" / "train.json"
+    records = json.loads(path.read_text())
+    path.write_text(json.dumps(records[:5]))
+    with pytest.raises(AssertionError, match="parsed again"):
+        coin.load_task(instr, images, "Instructions", "TextVQA", cache_dir=cache)
+    monkeypatch.setattr(coin, "_load_file", parse)
+    assert len(coin.load_task(instr, images, "Instructions", "TextVQA", cache_dir=cache).train) == 5
+    # Skipped-image counts survive the cache.
+    gqa = instr / "Instructions" / "GQA" / "test.json"
+    recs = json.loads(gqa.read_text())
+    recs[0]["image"] = "nowhere/missing.png"
+    gqa.write_text(json.dumps(recs))
+    for _ in range(2):
+        skipped: dict = {}
+        task = coin.load_task(instr, images, "Instructions", "GQA", cache_dir=cache, skip_missing_images=True,
+                              skipped=skipped)
+        assert skipped == {"GQA": {"train": 0, "test": 1}} and len(task.test) == len(recs) - 1

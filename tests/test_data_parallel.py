@@ -77,7 +77,7 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, cache_dir
     for out, extra in ((full, []), (micro, ["train.micro_batch_size=1"])):
         run(load_config(None, [*STREAM, f"output_dir={out}", f"data.cache_dir={cache_dir}", *extra]), progress=False,
             log=lambda m: None)
-    _assert_same_run(full, micro, atol=1e-6)
+    _assert_same_run(full, micro, atol=1e-5)  # float32 rounding of the per-row sums
 
 
 def test_task_batch_size_sets_each_task_global_batch(tmp_path, cache_dir):
@@ -90,3 +90,12 @@ def test_task_batch_size_sets_each_task_global_batch(tmp_path, cache_dir):
 
     with pytest.raises(ConfigError, match="task_batch_size: VQAv2 not in data.tasks"):
         load_config(None, [*STREAM, "train.task_batch_size={VQAv2: 8}"])
+
+
+def test_encoding_batch_by_batch_trains_exactly_like_encoding_once(tmp_path, cache_dir):
+    once, lazy = tmp_path / "once", tmp_path / "lazy"
+    for out, extra in ((once, []), (lazy, ["train.encode_once_limit=0"])):
+        run(load_config(None, [*STREAM, f"output_dir={out}", f"data.cache_dir={cache_dir}", *extra]), progress=False,
+            log=lambda m: None)
+    ta, tb = _adapters(once), _adapters(lazy)
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)

@@ -52,7 +52,9 @@ def load_data(cfg: DataConfig, cache_dir: Path, log=print) -> StreamData:
         instruction_root, image_root = root / "instructions", root / "images"
     else:
         instruction_root, image_root = Path(cfg.instruction_root), Path(cfg.image_root)
-    tasks = coin.load_stream(instruction_root, image_root, cfg.variant, cfg.tasks)
+    # Real CoIN files are large: parsed once, then loaded from the Arrow cache while unchanged.
+    arrow = cache_dir / "coin-arrow" if cfg.source == "coin" else None
+    tasks = coin.load_stream(instruction_root, image_root, cfg.variant, cfg.tasks, cache_dir=arrow)
     for t in tasks:
         if cfg.train_limit is not None:
             t.train = t.train[: cfg.train_limit]
