@@ -1,0 +1,248 @@
+"""One-go GPU check at LLaVA-1.5-7B shapes (random weights), through mmcit's own code path.
+
+    python benchmarks/gpu_check.py                 # on one H100/H200: about 3-5 minutes
+    python benchmarks/gpu_check.py --toy           # the same steps at toy sizes, on CPU (seconds)
+
+It builds LlavaForConditionalGeneration with CLIP ViT-L/14-336 and Llama-7B shapes (vocab 32064,
+576 image tokens) in bf16, wraps it in mmcit's MMModel (LoRA r=128 on q,k,v,o,gate,up,down, the
+projector trainable), then:
+
+1. trains one task through ``train_stage`` with the adaptive EMA on, global batch 16 of 704-token
+   samples, gradient checkpointing; then adds a second adapter (copied from the first) and trains
+   it a few steps too;
+2. times the same number of optimizer steps with a bare loop (forward, backward, clip, AdamW step,
+   nothing of mmcit's) and with ``train_stage`` + ``lora_ft`` (mmcit's hooks, no EMA): per-step
+   times are differences between runs of N and 2N steps, so encoding and warm-up cancel out;
+3. times ``AdaptiveEMA.update()`` alone (CUDA events) as a share of one training step;
+4. saves both adapters as a checkpoint and reloads them into a fresh wrapper (tensors must match);
+5. generates 16 new tokens after a 704-token prompt, one sample at a time and in batches of 32.
+
+Prints the figures (training tokens/s, evaluation samples/s at batch 1 and 32 and their ratio, peak
+memory, EMA share, hook overhead); no assertion other than the reload check. Targets from the issue:
+batch-32 evaluation at least 15x the batch-1 loop; hooks at most 2% of training throughput; the
+EMA update at most 0.3% of a step.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mmcit.config import TrainConfig  # noqa: E402
+from mmcit.data.collate import collate  # noqa: E402
+from mmcit.data.sample import Sample  # noqa: E402
+from mmcit.methods import build_method  # noqa: E402
+from mmcit.methods.adaptive_ema import AdaptiveEMAConfig  # noqa: E402
+from mmcit.methods.base import MethodConfig, RunContext, Stage  # noqa: E402
+from mmcit.model import LoraSettings, MMModel  # noqa: E402
+
+WORDS = ("red green blue cat dog house tree what where which colour shape left right answer question "
+         "image picture object small large count how many is there a the of on in").split()
+
+
+def sizes(toy: bool) -> dict:
+    if toy:
+        return dict(image=32, patch=8, v_hidden=32, v_layers=2, v_heads=2, v_inter=64, hidden=64, layers=2, heads=2,
+                    inter=128, vocab=512, r=8, alpha=16, batch=4, eval_batch=4, text_tokens=24, steps=2, new_tokens=4)
+    return dict(image=336, patch=14, v_hidden=1024, v_layers=24, v_heads=16, v_inter=4096, hidden=4096, layers=32,
+                heads=32, inter=11008, vocab=32064, r=128, alpha=256, batch=16, eval_batch=32, text_tokens=128,
+                steps=4, new_tokens=16)
+
+
+def build(s: dict, device: str, dtype: torch.dtype):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from mmcit.tiny import build_processor
+    from mmcit.tokenizer import train_tokenizer
+
+    tok = train_tokenizer([" ".join(WORDS)] * 20 + ["USER: ASSISTANT:"], vocab_size=300)
+    vision = CLIPVisionConfig(image_size=s["image"], patch_size=s["patch"], hidden_size=s["v_hidden"],
+                              intermediate_size=s["v_inter"], num_hidden_layers=s["v_layers"],
+                              num_attention_heads=s["v_heads"], projection_dim=768)
+    text = LlamaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["inter"],
+                       num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["heads"],
+                       max_position_embeddings=4096, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
+                      image_seq_length=(s["image"] // s["patch"]) ** 2, vision_feature_layer=-2,
+                      vision_feature_select_strategy="default", projector_hidden_act="gelu")
+    cfg._attn_implementation = "sdpa"
+    with torch.device(device):
+        base = LlavaForConditionalGeneration(cfg).to(dtype)
+    processor = build_processor(tok, s["image"], s["patch"])
+    torch.manual_seed(0)
+    model = MMModel.from_base(base, processor, LoraSettings(r=s["r"], alpha=s["alpha"], dropout=0.05),
+                              gradient_checkpointing=device != "cpu")
+    return model
+
+
+def samples(s: dict, folder: Path, n: int, tok) -> list[Sample]:
+    from PIL import Image
+
+    rng = random.Random(0)
+    out = []
+    for i in range(n):
+        path = folder / f"{i}.png"
+        Image.new("RGB", (s["image"], s["image"]), tuple(rng.randrange(256) for _ in range(3))).save(path)
+        words: list[str] = []
+        while len(tok(" ".join(words), add_special_tokens=False)["input_ids"]) < s["text_tokens"] - 8:
+            words.append(rng.choice(WORDS))
+        out.append(Sample(task="bench", id=str(i), image=path, turns=[(" ".join(words), rng.choice(WORDS))],
+                          instruction="Answer the question using a single word or phrase."))
+    return out
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bare_loop(model: MMModel, feats: list[dict], cfg: TrainConfig, steps: int, device: str) -> float:
+    """The same optimizer steps with nothing of mmcit's: the baseline for the hooks' overhead."""
+    from mmcit.train import make_optimizer
+
+    opt = make_optimizer(model, cfg)
+    params = [p for _, p in model.trainable_named_parameters()]
+    pad = model.tokenizer.pad_token_id
+    model.train()
+    sync(device)
+    t0 = time.perf_counter()
+    for k in range(steps):
+        batch = collate(feats[(k * cfg.batch_size) % len(feats):][: cfg.batch_size], pad, "right")
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()  # what train_stage's progress bar reads each step too
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def mmcit_loop(model: MMModel, data: list[Sample], cfg: TrainConfig, steps: int, method_type: str,
+               device: str) -> float:
+    from mmcit.train import train_stage
+
+    method = build_method(AdaptiveEMAConfig() if method_type == "adaptive_ema" else MethodConfig(type=method_type))
+    method.setup(model, RunContext(run_dir=Path(tempfile.mkdtemp()), task_names=["bench"]))
+    stage = Stage(name="bench", train=[], evaluate=[], index=0)
+    method.before_task(stage, model)
+    sync(device)
+    t0 = time.perf_counter()
+    train_stage(model, method, data, replace(cfg, max_steps=steps), seed=0, progress=False)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def per_step(fn, steps: int) -> float:
+    """Seconds per step from runs of ``steps`` and ``2 * steps`` (fixed costs cancel)."""
+    fn(1)  # warm-up: kernels, allocator, autotuning
+    return (fn(2 * steps) - fn(steps)) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--toy", action="store_true", help="toy sizes (CPU, seconds) to test the script itself")
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() and not args.toy else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    s = sizes(args.toy)
+    t_start = time.perf_counter()
+    model = build(s, device, dtype)
+    trainable, total = model.num_parameters()
+    print(f"device {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}; {total / 1e6:.1f}M parameters, "
+          f"{trainable / 1e6:.1f}M trainable; built in {time.perf_counter() - t_start:.0f}s")
+    folder = Path(tempfile.mkdtemp())
+    data = samples(s, folder, max(2 * s["eval_batch"], s["batch"] * 2), model.tokenizer)
+    feats = [model.encoder().encode_train(x) for x in data]
+    tokens = sum(len(f["input_ids"]) for f in feats) / len(feats)
+    print(f"samples of {tokens:.0f} tokens (image {(s['image'] // s['patch']) ** 2})")
+    cfg = TrainConfig(batch_size=s["batch"], lr=2e-4, projector_lr=2e-5, warmup_ratio=0.03)
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    bare = per_step(lambda n: bare_loop(model, feats, cfg, n, device), s["steps"])
+    hooks = per_step(lambda n: mmcit_loop(model, data, cfg, n, "lora_ft", device), s["steps"])
+    with_ema = per_step(lambda n: mmcit_loop(model, data, cfg, n, "adaptive_ema", device), s["steps"])
+    print(f"train step (batch {s['batch']}): bare loop {bare:.3f}s, mmcit lora_ft {hooks:.3f}s "
+          f"(hooks {100 * (hooks / bare - 1):+.1f}%), mmcit adaptive_ema {with_ema:.3f}s "
+          f"({100 * (with_ema / hooks - 1):+.1f}% over lora_ft)")
+    print(f"training throughput: {s['batch'] * tokens / hooks:.0f} tokens/s (mmcit loop)")
+
+    from mmcit.ema import AdaptiveEMA
+
+    loss = model(**collate(feats[: s["batch"]], model.tokenizer.pad_token_id, "right")).loss
+    loss.backward()  # gradients present, as right after optimizer.step()
+    ema = AdaptiveEMA(model.trainable_named_parameters())
+    ema.update()
+    sync(device)
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        ema.update()
+    sync(device)
+    update = (time.perf_counter() - t0) / reps
+    print(f"AdaptiveEMA.update(): {1e3 * update:.2f} ms = {100 * update / hooks:.2f}% of a training step")
+    model.peft.zero_grad(set_to_none=True)
+    del ema
+
+    # A second adapter, copied from the first, trained a few steps; then save and reload both.
+    model.add_adapter("group_2", copy_from="default")
+    mmcit_loop(model, data, cfg, s["steps"], "adaptive_ema", device)
+    from mmcit.checkpoint import read_state, restore_adapters, save_checkpoint
+
+    run_dir = Path(tempfile.mkdtemp())
+    method = build_method(MethodConfig(type="lora_ft"))
+    folder_ck = save_checkpoint(run_dir, 0, "bench", model, method)
+    before = {a: model.adapter_state(a) for a in model.adapters}
+    with torch.no_grad():
+        for _, p in model.trainable_named_parameters():
+            p.zero_()
+    restore_adapters(model, folder_ck, read_state(folder_ck))
+    same = all(torch.equal(before[a][k], v) for a in model.adapters for k, v in model.adapter_state(a).items())
+    print(f"checkpoint of adapters {model.adapters}: reloaded {'identical' if same else 'DIFFERENT'}")
+    if not same:
+        raise SystemExit("adapter reload mismatch")
+
+    # Batched generation: 16 new tokens after each prompt, batch 1 loop vs batch 32.
+    model.eval()
+    prompts = [model.encoder().encode_prompt(x) for x in data[: s["eval_batch"]]]
+    pad = model.tokenizer.pad_token_id
+
+    def generate(rows: list[dict]) -> None:
+        batch = model.to_device(collate(rows, pad, "left"))
+        with torch.no_grad(), model._autocast():
+            model.peft.generate(**batch, max_new_tokens=s["new_tokens"], min_new_tokens=s["new_tokens"],
+                                do_sample=False, pad_token_id=pad)
+
+    generate(prompts[:1])
+    sync(device)
+    n1 = min(8, len(prompts))
+    t0 = time.perf_counter()
+    for row in prompts[:n1]:
+        generate([row])
+    sync(device)
+    one = n1 / (time.perf_counter() - t0)
+    generate(prompts)
+    sync(device)
+    t0 = time.perf_counter()
+    generate(prompts)
+    sync(device)
+    many = len(prompts) / (time.perf_counter() - t0)
+    print(f"evaluation ({s['new_tokens']} new tokens): batch 1 {one:.2f} samples/s, batch {len(prompts)} "
+          f"{many:.2f} samples/s ({many / one:.1f}x)")
+    if device == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    print(f"total {time.perf_counter() - t_start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
