@@ -254,7 +254,6 @@ def format_suite(r: SuiteResult) -> str:
     rows: list[list[Any]] = []
     by_task = {x.task: x for x in r.results}
     order = [x.task for x in r.results] + [t for t, _ in r.absent]
-    absent = dict(r.absent)
     for task in order:
         if task in by_task:
             x = by_task[task]

@@ -194,11 +194,12 @@ def _find_step_checkpoint(cfg: RunConfig, run_dir: Path, stages: list, done: int
     are deleted; so are all of them when the resume changed a training setting.
     """
     retrain = [c["key"] for c in changes if c["key"] not in _KEEPS_STEP_CHECKPOINTS]
-    for i in range(len(stages) + 1):
+    for i in range(len(stages) + 1) if dist.is_main() else ():  # one process deletes; the others wait
         if retrain or i != done:
             for folder in remove_step_checkpoints(run_dir, only_index=i):
                 if i == done:
                     log(f"[{cfg.name}] discarded step checkpoint {folder}: {', '.join(retrain)} changed")
+    dist.barrier()
     if done >= len(stages):
         return None
     folder = last_step_checkpoint(run_dir, done)  # verified against its manifest

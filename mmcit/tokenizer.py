@@ -14,7 +14,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
     merges the benchmark's frequent words into single tokens, which a tiny LM learns faster.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
