@@ -238,3 +238,19 @@ def test_backend_config_errors_are_one_line(tmp_path, cache_dir, ckpt):
     cfg.model.path = str(wrong)
     with pytest.raises(ConfigError, match="expands <image> to 4 tokens but the vision tower gives 16"):
         build_model(cfg, data, cache_dir, quiet, progress=False)
+
+
+def test_8bit_quantizes_the_language_model_only_and_trains(tmp_path, cache_dir, ckpt):
+    from bitsandbytes.nn import Linear8bitLt
+
+    from mmcit.data.stream import load_data
+
+    cfg = cfg_for(tmp_path, cache_dir, composed_args(ckpt, "model.quantization=8bit"))
+    model = build_model(cfg, load_data(cfg.data, cache_dir, quiet), cache_dir, quiet, progress=False)
+    quantized = [n for n, m in model.peft.named_modules() if isinstance(m, Linear8bitLt)]
+    assert quantized and all("language_model" in n for n in quantized)
+    assert not any("lm_head" in n for n in quantized)
+    loss = model(**_batch(model, with_labels=True)).loss
+    loss.backward()
+    grads = [p.grad for n, p in model.trainable_named_parameters() if "lora_A" in n]
+    assert torch.isfinite(loss) and grads and all(g is not None for g in grads)
