@@ -65,6 +65,9 @@ class TrainConfig:
     micro_batch_size: int | None = None
     # Tasks with at most this many training samples are encoded once; larger ones batch by batch.
     encode_once_limit: int = 4096
+    # Shard the frozen base weights across data-parallel processes (FSDP2); also turned on by
+    # `accelerate launch --use_fsdp`. Adapters stay whole on every process.
+    fsdp: bool = False
 
 
 @dataclass

@@ -104,3 +104,73 @@ def main_first():
 def barrier() -> None:
     if _initialized():
         torch.distributed.barrier()
+
+
+# -- sharded frozen weights (FSDP2) -------------------------------------------------------------------
+ADAPTER_MARKERS = ("lora_", "modules_to_save")
+
+
+def fsdp_requested(flag: bool) -> bool:
+    """``train.fsdp``, or ``accelerate launch --use_fsdp`` (which sets ACCELERATE_USE_FSDP)."""
+    return flag or os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+
+
+def shard_frozen_weights(model) -> int:
+    """Shard the frozen base weights across the processes with FSDP2; returns the number of
+    sharded units (each language-model layer, plus the rest of the model as the root).
+
+    Adapter weights (LoRA, projector copies) are left out of FSDP (``ignored_params``): they stay
+    whole on every process, so the data-parallel gradient sum, the adaptive EMA, checkpoints and
+    adapters added between tasks work exactly as without sharding. What sharding saves is the
+    memory of the frozen LLM (and tower), which dominates LoRA training.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    base = model.peft.get_base_model()
+    broadcast_from_main(model.peft)
+    adapters = {p for n, p in model.peft.named_parameters() if any(m in n for m in ADAPTER_MARKERS)}
+    units = 0
+    for name, module in base.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.endswith("layers") and "language_model" in name:
+            for layer in module:
+                fully_shard(layer, ignored_params={p for p in layer.parameters() if p in adapters})
+                units += 1
+    fully_shard(base, ignored_params={p for p in base.parameters() if p in adapters})
+    return units + 1
+
+
+def broadcast_from_main(module: torch.nn.Module) -> None:
+    """Give every process rank 0's weights and buffers.
+
+    Under ``accelerate launch --use_fsdp`` (CPU-RAM-efficient loading, its default) transformers
+    loads a checkpoint on local rank 0 only and leaves zeros on the others, expecting them to be
+    filled from rank 0 before sharding, as FSDP1's sync_module_states did.
+    """
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            torch.distributed.broadcast(tensor.data, src=0)
+
+
+@contextmanager
+def gathered(model):
+    """Every process holds the whole model inside the block (evaluation: processes generate
+    different numbers of tokens, which sharded weights could not follow); sharded again after."""
+    from torch.distributed.fsdp import FSDPModule
+
+    base = model.peft.get_base_model()
+    units = [m for m in base.modules() if isinstance(m, FSDPModule)]
+    if not units:
+        yield
+        return
+    inner = [m for m in units if m is not base]
+    for m in inner:
+        m.set_reshard_after_forward(False, recurse=False)
+    for m in units:
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in inner:
+            m.set_reshard_after_forward(True, recurse=False)
+        for m in units:
+            m.reshard()

@@ -251,6 +251,12 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print, resume: bool = Fals
             log(f"[{cfg.name}] removed leftover temporary file {path}")
     with dist.main_first():
         model = build_model(cfg, data, cache_dir, log, progress)
+    if dist.world_size() > 1 and dist.fsdp_requested(cfg.train.fsdp):
+        if getattr(cfg.model, "quantization", None):
+            raise ConfigError("FSDP with model.quantization is not supported: bitsandbytes weights cannot be "
+                              "sharded here; launch without --use_fsdp (plain data parallel)")
+        log(f"[{cfg.name}] FSDP: frozen weights sharded in {dist.shard_frozen_weights(model)} units "
+            f"over {dist.world_size()} processes")
     method = build_method(cfg.method)
     method.setup(model, RunContext(run_dir=run_dir, task_names=[t.name for t in data.tasks], seed=cfg.seed))
 
@@ -317,15 +323,16 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print, resume: bool = Fals
         method.after_task(stage, model)
         row: list[float | None] = [None] * len(tasks)
         eval_seconds = 0.0
-        for task in stage.evaluate:
-            res = evaluate_task(
-                model, method, task, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
-                scoring_mode=cfg.eval.scoring_mode, model_id=cfg.name, progress=progress,
-                answers_file=(run_dir / "answers" / f"{stage.index + 1:02d}_{stage.name}" / f"{task.name}.jsonl"
-                              if main else None),
-            )
-            row[tasks.index(task.name)] = round(res.accuracy, 4)
-            eval_seconds += res.seconds
+        with dist.gathered(model):  # FSDP: whole weights while generating, sharded again after
+            for task in stage.evaluate:
+                res = evaluate_task(
+                    model, method, task, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                    scoring_mode=cfg.eval.scoring_mode, model_id=cfg.name, progress=progress,
+                    answers_file=(run_dir / "answers" / f"{stage.index + 1:02d}_{stage.name}" / f"{task.name}.jsonl"
+                                  if main else None),
+                )
+                row[tasks.index(task.name)] = round(res.accuracy, 4)
+                eval_seconds += res.seconds
         matrix.append(row if joint else row[: stage.index + 1])
         timing.append({"stage": stage.name, "train_seconds": stats.seconds, "steps": stats.steps,
                        "first_loss": stats.first_loss, "last_loss": stats.last_loss, "eval_seconds": eval_seconds})

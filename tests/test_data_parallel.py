@@ -51,8 +51,10 @@ def _assert_same_run(a: Path, b: Path, atol: float) -> None:
         assert (a / name).read_text().replace(str(a), "") == (b / name).read_text().replace(str(b), "")
 
 
-def test_two_processes_equal_one_on_the_same_global_batch(tmp_path, cache_dir):
-    """accelerate launch, 2 CPU processes (gloo): rank 0's results equal a single-process run."""
+@pytest.mark.parametrize("launch", [["--multi_gpu"], ["--use_fsdp", "--fsdp_version", "2"]], ids=["ddp", "fsdp"])
+def test_two_processes_equal_one_on_the_same_global_batch(tmp_path, cache_dir, launch):
+    """accelerate launch, 2 CPU processes (gloo): rank 0's results equal a single-process run, with
+    replicated weights and with the frozen weights sharded (FSDP2)."""
     single = tmp_path / "single"
     base = REPO / "configs" / "demo" / "base.yaml"
     run(load_config(base, [*STREAM, f"output_dir={single}", f"data.cache_dir={cache_dir}"]), progress=False,
@@ -60,7 +62,7 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path, cache_dir):
     parallel = tmp_path / "parallel"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     # --multi_gpu is accelerate's torchrun path; without GPUs mmcit joins a gloo group on the CPU.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            "-m", "mmcit.cli", "run", str(base), *STREAM, f"output_dir={parallel}", f"data.cache_dir={cache_dir}"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -68,6 +70,7 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path, cache_dir):
     saved = json.loads((parallel / "results.json").read_text())
     assert saved["environment"]["processes"] == 2
     assert done.stdout.count("run folder:") == 1  # only rank 0 reports
+    assert ("FSDP: frozen weights sharded in 2 units over 2 processes" in done.stdout) == ("--use_fsdp" in launch)
     # Summation order differs across processes, so equality holds to float32 rounding.
     _assert_same_run(single, parallel, atol=1e-4)
 
