@@ -142,3 +142,21 @@ def test_cli_resume_argument_errors(tmp_path, capsys):
     assert "no config.yaml" in capsys.readouterr().err
     assert main(["run"]) == 2
     assert "needs a CONFIG" in capsys.readouterr().err
+
+
+def test_a_setting_added_after_the_run_started_is_not_a_change(tmp_path):
+    """A run folder written before mmcit gained a config key resumes (the key takes its default)."""
+    import yaml
+
+    from mmcit.config import load_config
+    from mmcit.runner import prepare_run_dir
+
+    cfg = load_config(None, [f"output_dir={tmp_path / 'run'}"])
+    prepare_run_dir(cfg)
+    saved = tmp_path / "run" / "config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["model"]["image_aspect"], old["train"]["fsdp"]  # as an older mmcit wrote it
+    saved.write_text(yaml.safe_dump(old, sort_keys=False))
+    _, changes = prepare_run_dir(cfg, resume=True)
+    assert changes == []
+    assert yaml.safe_load(saved.read_text())["model"]["image_aspect"] == "crop"  # rewritten in full
