@@ -287,3 +287,19 @@ def test_composed_with_a_real_gguf_language_model(tmp_path, cache_dir, ckpt):
         opt.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_processor_chat_template_with_image_content(ckpt):
+    from transformers import AutoProcessor
+
+    from mmcit.data.templates import build_template
+
+    processor = AutoProcessor.from_pretrained(ckpt["llava"])
+    processor.chat_template = (
+        "{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}{% if c['type'] == 'image' %}"
+        "<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}"
+        "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    pieces = build_template("processor", processor=processor).pieces([("What is it?", "a cat"), ("Colour?", "red")],
+                                                                     "", "")
+    # (transformers renders chat templates with trim_blocks: the newline after a block tag goes.)
+    assert pieces == [("USER: <image>\nWhat is it?ASSISTANT:", " a cat"), ("USER: Colour?ASSISTANT:", " red")]
