@@ -43,7 +43,8 @@ class RenderedTemplate(Template):
     Turn k's context is what rendering the messages up to its question with the generation prompt
     adds to the rendering of the turns before it; its target is what the answer adds after that.
     A template that does not render each conversation as an extension of its prefix cannot be
-    split this way and is refused with an error.
+    split this way and is refused with an error. A target without the tokenizer's eos gets it
+    appended, so that generation stops after the answer.
     """
 
     def __init__(self, owner, image_as_content: bool, name: str):
@@ -78,7 +79,10 @@ class RenderedTemplate(Template):
             if not context.startswith(done) or not full.startswith(context):
                 raise ValueError(f"the {self.name}'s chat template does not render a conversation as an "
                                  "extension of its beginning; set model.chat_template to vicuna_v1")
-            out.append((context[len(done):], full[len(context):]))
+            target = full[len(context):]
+            if eos and eos not in target:  # the model must learn to stop where the answer ends
+                target += eos
+            out.append((context[len(done):], target))
             done = full
         return out
 
