@@ -24,14 +24,17 @@ Tasks, in CoIN order (answer format in brackets):
 Instruction variants: ``Instructions`` (ORIGINAL_INSTRUCTIONS, CoIN's wording; the five VQA-like
 tasks share one sentence), ``Instructions_Diverse`` (DIVERSE_INSTRUCTIONS, five paraphrases per
 task) and ``Instructions_Heldout`` (HELDOUT_INSTRUCTIONS, test only, wordings unused in training).
-A pretraining set (``instructions/Pretrain/train.json``) pairs "Describe the image." with complete
-captions of scenes of all eight kinds.
+A pretraining set (``instructions/Pretrain/train.json``) pairs "Describe the image." with complete,
+content-only captions of scenes of all eight kinds.
 """
 from data_recipes.synthetic.instructions import (
     DIVERSE_INSTRUCTIONS, HELDOUT_INSTRUCTIONS, ORIGINAL_INSTRUCTIONS, VARIANT_DIRS, build_prompt,
 )
 from data_recipes.synthetic.vocab import AUTHORS, COLOUR_NAMES, ICONS, SHAPES, TASKS, WORDS
 from data_recipes.synthetic.writer import PRETRAIN_PROMPT, generate
+
+#: Bumped whenever generated content changes, so that cached copies are regenerated.
+VERSION = 2
 
 __all__ = [
     "generate", "TASKS", "ORIGINAL_INSTRUCTIONS", "DIVERSE_INSTRUCTIONS", "HELDOUT_INSTRUCTIONS",

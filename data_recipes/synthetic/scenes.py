@@ -93,34 +93,24 @@ def article(noun_phrase: str) -> str:
     return ("an " if noun_phrase[0] in "aeiou" else "a ") + noun_phrase
 
 
-def _cap(text: str) -> str:
-    return text[0].upper() + text[1:]
-
-
-def _join(parts: list[str]) -> str:
-    if len(parts) == 1:
-        return parts[0]
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
 def describe(scene: Scene) -> str:
-    """A complete caption naming everything a task answer can depend on (pretraining target)."""
+    """A complete caption naming everything a task answer can depend on (pretraining target).
+
+    Content words only ("red circle top left, blue star center, 2 objects"): measured on the tiny
+    model, the loss on a long templated sentence is spent mostly on filler words, and its caption
+    stage learnt the content (which word, which colour) more slowly.
+    """
     if scene.kind == "objects":
         objs = sorted(scene.objects, key=lambda o: o.cell)  # canonical order: reading order
-        parts = [f"{article(o.colour + ' ' + o.shape)} at the {position_name(scene.grid, o.cell)}"
-                 for o in objs]
+        parts = [f"{o.colour} {o.shape} {position_name(scene.grid, o.cell)}" for o in objs]
         n = len(objs)
-        count = "There is 1 object." if n == 1 else f"There are {n} objects."
-        text = _join(parts)
-        if scene.noise_seed is not None:
-            return f"A noisy, blurry photo of {text}. {count}"
-        return f"{_cap(text)}. {count}"
+        text = ", ".join(parts) + f", {n} object{'s' if n > 1 else ''}"
+        return f"noisy photo: {text}" if scene.noise_seed is not None else text
     if scene.kind == "word":
-        return f"The word {scene.word} is written in {scene.colour}."
+        return f"word {scene.word} in {scene.colour}"
     if scene.kind == "icon":
-        return f"A large {scene.colour} {scene.icon}."
+        return f"{scene.colour} {scene.icon}"
     if scene.kind == "cover":
         ink = "black" if scene.colour in _LIGHT_COVERS else "white"
-        return (f"{_cap(article(scene.colour))} book cover with the title {scene.word} at the top, "
-                f"the author {scene.author} at the bottom and a small {ink} {scene.icon} in the middle.")
+        return f"{scene.colour} book cover, title {scene.word}, author {scene.author}, {ink} {scene.icon}"
     raise ValueError(f"unknown scene kind {scene.kind!r}")

@@ -68,8 +68,11 @@ def load_data(cfg: DataConfig, cache_dir: Path, log=print) -> StreamData:
     # tasks or variant a run picks, so that every run over the same data shares one cached base.
     key = json.dumps({"source": cfg.source, "root": str(instruction_root.absolute())}, sort_keys=True)
     if cfg.source == "synthetic":  # the generated data is determined by these, not by the path
+        from data_recipes import synthetic
+
         key = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
-                          "pretrain_per_task": cfg.pretrain_per_task}, sort_keys=True)
+                          "pretrain_per_task": cfg.pretrain_per_task,
+                          "version": getattr(synthetic, "VERSION", 1)}, sort_keys=True)
     return StreamData(tasks, captions, instruction_root, image_root, key)
 
 
