@@ -136,6 +136,12 @@ class MMModel:
 
     def train(self) -> None:
         self.peft.train()
+        # The tower is frozen: a convolutional one must keep normalising with its BatchNorm running
+        # statistics (train mode would use, and update, per-batch statistics).
+        base = self.peft.get_base_model()
+        tower = getattr(getattr(base, "model", base), "vision_tower", None)
+        if tower is not None:
+            tower.eval()
 
     def eval(self) -> None:
         self.peft.eval()

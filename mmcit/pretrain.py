@@ -2,9 +2,11 @@
 
 Continual instruction tuning starts from a model that already sees (LLaVA-1.5 starts from its
 pretraining stage). A random tiny LM would learn slowly through LoRA alone, so for the built-in
-benchmark mmcit first trains the whole tiny model (vision tower, projector, LM) on a generic
-captioning task over the same kind of scenes, and caches the result under a hash of everything that
-determines it. The continual stream then trains only LoRA and the projector on top.
+benchmark mmcit first trains the tiny model on a generic captioning task over the same kind of
+scenes, and caches the result under a hash of everything that determines it. The continual stream
+then trains only LoRA and the projector on top. With the pretrained EfficientNet tower (the default)
+only the projector and the LM are trained, on tower outputs computed once per image; with the random
+CLIP tower a cheap word-prediction stage first teaches the tower to see.
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from mmcit.backends.tiny_llava import TinyLlavaConfig
 from mmcit.data.collate import Encoder, collate
 from mmcit.data.templates import Template
 from mmcit.data.sample import Sample
-from mmcit.tiny import TinyModelSpec, build_processor, build_tiny_llava
+from mmcit.tiny import EFFICIENTNET, TinyModelSpec, build_processor, build_tiny_llava, truncate_tower
 from mmcit.tokenizer import load_tokenizer, train_tokenizer
+from mmcit.vision_cache import tower_tokens, with_image_tokens
 
 
 def default_cache_dir() -> Path:
@@ -35,6 +38,7 @@ def default_cache_dir() -> Path:
 
 def spec_from_config(cfg: TinyLlavaConfig) -> TinyModelSpec:
     return TinyModelSpec(
+        vision=cfg.vision,
         image_size=cfg.image_size,
         patch_size=cfg.patch_size,
         vision_hidden=cfg.vision_hidden,
@@ -66,7 +70,7 @@ def load_or_pretrain(
     template: Template | None = None,
 ):
     """Return (base model, processor), from the cache or freshly pretrained (captions in ``template``)."""
-    from transformers import LlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
 
     cache = (cache_dir or default_cache_dir()) / "bases" / base_key(cfg, data_key, seed)
     spec = spec_from_config(cfg)
@@ -75,9 +79,11 @@ def load_or_pretrain(
 
         tok = load_tokenizer(cache)
         hf_logging.disable_progress_bar()  # a per-weight loading bar for a tiny cached model is noise
-        model = LlavaForConditionalGeneration.from_pretrained(cache)
+        model = AutoModelForImageTextToText.from_pretrained(cache)
+        if spec.vision == EFFICIENTNET:
+            truncate_tower(model)
         hf_logging.enable_progress_bar()
-        return model, build_processor(tok, spec.image_size, spec.patch_size)
+        return model, build_processor(tok, spec.image_size, spec.patch_size, spec.vision)
     start = time.perf_counter()
     tok = train_tokenizer(["USER: ASSISTANT:", *texts()], vocab_size=cfg.vocab_size)
     model, processor = build_tiny_llava(spec, tok, seed=seed)
@@ -98,28 +104,35 @@ def load_or_pretrain(
 
 def _pretrain(model, processor, captions: list[Sample], cfg: TinyLlavaConfig, seed: int, progress: bool,
               template: Template | None = None) -> None:
-    """Train every weight on the captions (the LLaVA pretraining stage, in miniature)."""
+    """Train on the captions (the LLaVA pretraining stage, in miniature)."""
     encoder = Encoder(processor, template)
     features = [encoder.encode_train(s) for s in captions]
     pc = cfg.pretrain
-    if pc.vision_steps > 0:
+    pretrained_tower = cfg.vision == EFFICIENTNET
+    if pc.vision_steps > 0 and not pretrained_tower:
         _pretrain_vision(model, processor, captions, features, pc, seed, progress)
-    params = list(model.parameters())
-    if pc.vision_steps > 0 and pc.freeze_vision_in_captions:
-        # Measured: captioning at this lr overwrites what the word stage taught the tower (task
-        # accuracy roughly halves); keep the tower as the word stage left it.
-        for p in model.model.vision_tower.parameters():
-            p.requires_grad_(False)  # no gradients computed for it either
-        params = [p for p in params if p.requires_grad]
+    tower = model.model.vision_tower
+    image_tokens = None
+    if pretrained_tower or (pc.vision_steps > 0 and pc.freeze_vision_in_captions):
+        # Measured: captioning at this lr overwrites what the word stage taught the CLIP tower (task
+        # accuracy roughly halves), and the pretrained tower needs no training; keep it frozen, and
+        # since its output per image is then fixed, compute it once instead of at every step.
+        tower.requires_grad_(False)
+        image_tokens = tower_tokens(model, torch.stack([f["pixel_values"] for f in features]))
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.lr, total_steps=pc.steps, pct_start=0.05)
     rng = random.Random(seed)
     pad = processor.tokenizer.pad_token_id
     model.train()
+    tower.train(image_tokens is None)  # a frozen tower's BatchNorm keeps its running statistics
     bar = tqdm(range(pc.steps), desc="pretrain base", disable=not progress, leave=False, dynamic_ncols=True)
     for _ in bar:
         idx = rng.sample(range(len(features)), min(pc.batch_size, len(features)))
-        loss = model(**collate([features[i] for i in idx], pad, "right")).loss
+        batch = collate([features[i] for i in idx], pad, "right")
+        if image_tokens is not None:
+            batch = with_image_tokens(model, batch, image_tokens[idx])
+        loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

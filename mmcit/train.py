@@ -14,6 +14,7 @@ from mmcit.data.collate import IGNORE_INDEX, collate
 from mmcit.data.sample import Sample
 from mmcit.methods.base import Method
 from mmcit.model import MMModel
+from mmcit.vision_cache import cached_tower_tokens, with_image_tokens
 
 
 class NonFiniteLoss(RuntimeError):
@@ -115,6 +116,13 @@ def train_stage(
     cached = len(samples) <= cfg.encode_once_limit
     features = [encoder.encode_train(s) for s in samples] if cached else None
 
+    if features is not None and world == 1:
+        # A frozen tower's output per image never changes during the stage: computed once here
+        # rather than at every step (vision_cache.py), when it fits in memory.
+        tokens = cached_tower_tokens(model.peft.get_base_model(), [f["pixel_values"] for f in features])
+        if tokens is not None:
+            features = [{**f, "image_tokens": t} for f, t in zip(features, tokens)]
+
     def feature(i: int) -> dict:
         return features[i] if features is not None else encoder.encode_train(samples[i])
 
@@ -192,8 +200,13 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     if not single:
         total_tokens = dist.all_reduce_sum(torch.tensor(float(sum(counts)), device=model.device)).item()
     value = None
-    for batch, count in zip(batches, counts):
-        outputs = model(**batch)
+    for k, (batch, count) in enumerate(zip(batches, counts)):
+        rows = local[k * micro: (k + 1) * micro]
+        if "image_tokens" in rows[0]:  # the tower's output, computed once per stage
+            tokens = torch.stack([f["image_tokens"] for f in rows])
+            outputs = model(**with_image_tokens(model.peft.get_base_model(), batch, tokens))
+        else:
+            outputs = model(**batch)
         loss = outputs.loss
         extra = method.extra_loss(model, batch, outputs)
         if extra is not None:

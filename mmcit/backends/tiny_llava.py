@@ -10,8 +10,8 @@ from mmcit.backends.base import Backend, BuildContext, Built, ModelConfig, regis
 @dataclass
 class PretrainConfig:
     enabled: bool = True
-    vision_steps: int = 2000  # stage 0: vision tower alone on caption words (cheap, no LM)
-    steps: int = 300  # stage 1: projector + LM (and the tower unless frozen) on the captions
+    vision_steps: int = 2000  # stage 0 (clip tower only): the tower alone on caption words (no LM)
+    steps: int = 1000  # stage 1: projector + LM (and the tower unless frozen) on the captions
     freeze_vision_in_captions: bool = True  # keep the tower from stage 0 during stage 1
     batch_size: int = 32
     lr: float = 2e-3
@@ -21,6 +21,8 @@ class PretrainConfig:
 class TinyLlavaConfig(ModelConfig):
     type: str = "tiny_llava"
     chat_template: str = "vicuna_plain"
+    # efficientnet_lite0: pretrained, frozen (patch_size and vision_* are then unused); clip: random ViT
+    vision: str = "efficientnet_lite0"
     image_size: int = 64
     patch_size: int = 16
     vision_hidden: int = 128
@@ -34,9 +36,15 @@ class TinyLlavaConfig(ModelConfig):
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def validate(self) -> list[str]:
+        from mmcit.tiny import EFFICIENTNET, VISION_TOWERS
+
         problems = super().validate()
-        if self.image_size % self.patch_size:
+        if self.vision not in VISION_TOWERS:
+            problems.append(f"model.vision must be one of {', '.join(VISION_TOWERS)}")
+        if self.vision == "clip" and self.image_size % self.patch_size:
             problems.append("model.image_size must be a multiple of model.patch_size")
+        if self.vision == EFFICIENTNET and self.image_size % 16:
+            problems.append("model.image_size must be a multiple of 16 for the efficientnet_lite0 tower (its stride)")
         if self.chat_template in ("tokenizer", "processor"):
             problems.append("model.chat_template: the tiny model's tokenizer has no chat template; "
                             "use vicuna_plain or vicuna_v1")

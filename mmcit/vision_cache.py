@@ -1,0 +1,78 @@
+"""Running a frozen vision tower once per image instead of once per training step.
+
+The tower is frozen in the continual stage (and, for the pretrained EfficientNet, in the base's
+caption stage too), so its output for an image never changes while a stage trains. Measured on
+2 CPU cores: the EfficientNet-Lite0 tower took about two thirds of a LoRA training step (about
+90 of 170 ms for a batch of 16). These helpers compute the tower's output tokens for a stage's
+images once, and build the batch as input embeddings with the projected tokens in the image
+positions: exactly what the LLaVA forward does with ``pixel_values``, minus re-running the tower.
+The projector still runs at every step (it is trained).
+"""
+from __future__ import annotations
+
+import torch
+
+
+#: Largest token cache kept for a stage (a real LLaVA's 576 x 1024 floats per image would not fit).
+MAX_CACHE_BYTES = 256 * 2**20
+
+
+def cacheable(model) -> bool:
+    """True if ``tower_tokens`` gives exactly what this model's forward feeds its projector: a frozen
+    tower, and a feature selection it reproduces."""
+    cfg, inner = getattr(model, "config", None), getattr(model, "model", None)
+    if cfg is None or not hasattr(inner, "vision_tower") or not hasattr(inner, "multi_modal_projector"):
+        return False  # not a transformers LLaVA-style model (e.g. the composed backend)
+    if any(p.requires_grad for p in inner.vision_tower.parameters()):
+        return False
+    if cfg.model_type == "fast_vlm":
+        return True
+    return (cfg.model_type == "llava" and isinstance(cfg.vision_feature_layer, int)
+            and cfg.vision_feature_select_strategy == "default")
+
+
+def cached_tower_tokens(model, pixels: list[torch.Tensor]) -> torch.Tensor | None:
+    """``tower_tokens`` for these images if the model allows it and they fit in MAX_CACHE_BYTES,
+    else None (the caller then runs the tower at every step, as the model's forward does)."""
+    if not pixels or not cacheable(model):
+        return None
+    first = tower_tokens(model, pixels[0][None])
+    if first.numel() * first.element_size() * len(pixels) > MAX_CACHE_BYTES:
+        return None
+    return tower_tokens(model, torch.stack(pixels))
+
+
+@torch.no_grad()
+def tower_tokens(model, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """The tower's output tokens per image, as the projector receives them: (N, tokens, D).
+
+    ``model`` is a transformers LLaVA-style model (``FastVlmForConditionalGeneration`` or
+    ``LlavaForConditionalGeneration``, not a peft wrapper); the tower is left in eval mode.
+    """
+    tower = model.model.vision_tower
+    tower.eval()
+    device = next(tower.parameters()).device
+    out = []
+    for k in range(0, len(pixels), batch_size):
+        # channels_last: measured about 1.5x faster for the CNN tower on CPU; a no-op for CLIP.
+        chunk = pixels[k:k + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+        if model.config.model_type == "fast_vlm":  # a CNN: one token per cell of the last feature map
+            out.append(tower(chunk).last_hidden_state.flatten(2).transpose(1, 2))
+        else:  # CLIP: the configured layer's hidden states without the CLS token ("default")
+            hidden = tower(chunk, output_hidden_states=True).hidden_states[model.config.vision_feature_layer]
+            out.append(hidden[:, 1:])
+    return torch.cat(out).contiguous()
+
+
+def with_image_tokens(model, batch: dict, tokens: torch.Tensor) -> dict:
+    """``batch`` (from ``collate``) as input embeddings with the projected ``tokens`` at the image
+    positions, ready for ``model(**result)`` (or the peft wrapper around it)."""
+    embed = model.get_input_embeddings()
+    ids = batch["input_ids"].to(embed.weight.device)
+    embeds = embed(ids)
+    image = model.model.multi_modal_projector(tokens.to(embed.weight.device)).to(embeds.dtype)
+    embeds = embeds.masked_scatter((ids == model.config.image_token_id).unsqueeze(-1), image)
+    out = {"inputs_embeds": embeds, "attention_mask": batch["attention_mask"]}
+    if "labels" in batch:
+        out["labels"] = batch["labels"]
+    return out
