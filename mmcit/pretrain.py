@@ -79,10 +79,17 @@ def load_or_pretrain(
 
         tok = load_tokenizer(cache)
         hf_logging.disable_progress_bar()  # a per-weight loading bar for a tiny cached model is noise
-        model = AutoModelForImageTextToText.from_pretrained(cache)
+        verbosity = hf_logging.get_verbosity()
+        # The checkpoint has no weights for the layers cut from the EfficientNet tower: the load
+        # report would list them as missing, and truncate_tower removes them again just below.
+        hf_logging.set_verbosity_error()
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(cache)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
         if spec.vision == EFFICIENTNET:
             truncate_tower(model)
-        hf_logging.enable_progress_bar()
         return model, build_processor(tok, spec.image_size, spec.patch_size, spec.vision)
     start = time.perf_counter()
     tok = train_tokenizer(["USER: ASSISTANT:", *texts()], vocab_size=cfg.vocab_size)

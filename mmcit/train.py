@@ -14,7 +14,7 @@ from mmcit.data.collate import IGNORE_INDEX, collate
 from mmcit.data.sample import Sample
 from mmcit.methods.base import Method
 from mmcit.model import MMModel
-from mmcit.vision_cache import cached_tower_tokens, with_image_tokens
+from mmcit.vision_cache import cacheable, cached_tower_tokens, tower_tokens, with_image_tokens
 
 
 class NonFiniteLoss(RuntimeError):
@@ -116,10 +116,15 @@ def train_stage(
     cached = len(samples) <= cfg.encode_once_limit
     features = [encoder.encode_train(s) for s in samples] if cached else None
 
-    if features is not None and world == 1:
-        # A frozen tower's output per image never changes during the stage: computed once here
-        # rather than at every step (vision_cache.py), when it fits in memory.
-        tokens = cached_tower_tokens(model.peft.get_base_model(), [f["pixel_values"] for f in features])
+    # A frozen tower's output per image never changes during the stage: where the model allows,
+    # steps go through the tower's output tokens (vision_cache.py), computed once here for a stage
+    # encoded once (when they fit in memory), else batch by batch. Both run the tower one image at
+    # a time: a CPU convolution's result depends on the batch it is in (by ~1e-5), and a stage
+    # must train identically however it is encoded.
+    via_tokens = world == 1 and cacheable(model.peft.get_base_model())
+    if via_tokens and features is not None:
+        tokens = cached_tower_tokens(model.peft.get_base_model(), [f["pixel_values"] for f in features],
+                                     batch_size=1)
         if tokens is not None:
             features = [{**f, "image_tokens": t} for f, t in zip(features, tokens)]
 
@@ -160,7 +165,8 @@ def train_stage(
             rng.shuffle(perm)
             order += perm
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        value = _accumulate(model, method, [feature(i) for i in dist.shard(idx)], pad, cfg.micro_batch_size)
+        value = _accumulate(model, method, [feature(i) for i in dist.shard(idx)], pad, cfg.micro_batch_size,
+                            via_tokens)
         if not math.isfinite(value):
             raise NonFiniteLoss(f"{desc}: loss is {value} at step {step + 1}/{total}; stopping this task")
         dist.sum_gradients(params)
@@ -183,7 +189,8 @@ def train_stage(
     return TrainStats(total, len(samples), first, last, seconds_before + time.perf_counter() - start)
 
 
-def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, micro: int | None) -> float:
+def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, micro: int | None,
+                via_tokens: bool = False) -> float:
     """Forward and backward this process's rows of the global batch, in micro-batches; returns the
     loss of the whole global batch (the same value on every process).
 
@@ -202,9 +209,11 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     value = None
     for k, (batch, count) in enumerate(zip(batches, counts)):
         rows = local[k * micro: (k + 1) * micro]
-        if "image_tokens" in rows[0]:  # the tower's output, computed once per stage
-            tokens = torch.stack([f["image_tokens"] for f in rows])
-            outputs = model(**with_image_tokens(model.peft.get_base_model(), batch, tokens))
+        if via_tokens:  # the tower's output tokens: computed once per stage, or here
+            base = model.peft.get_base_model()
+            tokens = (torch.stack([f["image_tokens"] for f in rows]) if "image_tokens" in rows[0]
+                      else tower_tokens(base, batch["pixel_values"], batch_size=1))
+            outputs = model(**with_image_tokens(base, batch, tokens))
         else:
             outputs = model(**batch)
         loss = outputs.loss

@@ -31,7 +31,7 @@ def cacheable(model) -> bool:
             and cfg.vision_feature_select_strategy == "default")
 
 
-def cached_tower_tokens(model, pixels: list[torch.Tensor]) -> torch.Tensor | None:
+def cached_tower_tokens(model, pixels: list[torch.Tensor], batch_size: int = 64) -> torch.Tensor | None:
     """``tower_tokens`` for these images if the model allows it and they fit in MAX_CACHE_BYTES,
     else None (the caller then runs the tower at every step, as the model's forward does)."""
     if not pixels or not cacheable(model):
@@ -39,7 +39,7 @@ def cached_tower_tokens(model, pixels: list[torch.Tensor]) -> torch.Tensor | Non
     first = tower_tokens(model, pixels[0][None])
     if first.numel() * first.element_size() * len(pixels) > MAX_CACHE_BYTES:
         return None
-    return tower_tokens(model, torch.stack(pixels))
+    return tower_tokens(model, torch.stack(pixels), batch_size)
 
 
 @torch.no_grad()
