@@ -121,9 +121,10 @@ def train_stage(
     # encoded once (when they fit in memory), else batch by batch. Both run the tower one image at
     # a time: a CPU convolution's result depends on the batch it is in (by ~1e-5), and a stage
     # must train identically however it is encoded.
-    via_tokens = world == 1 and cacheable(model.peft.get_base_model())
+    base = model.peft.get_base_model()
+    via_tokens = world == 1 and cacheable(base)
     if via_tokens and features is not None:
-        tokens = cached_tower_tokens(model.peft.get_base_model(), [f["pixel_values"] for f in features],
+        tokens = cached_tower_tokens(base, [f["pixel_values"] for f in features],
                                      batch_size=1)
         if tokens is not None:
             features = [{**f, "image_tokens": t} for f, t in zip(features, tokens)]
@@ -207,10 +208,10 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     if not single:
         total_tokens = dist.all_reduce_sum(torch.tensor(float(sum(counts)), device=model.device)).item()
     value = None
+    base = model.peft.get_base_model()
     for k, (batch, count) in enumerate(zip(batches, counts)):
         rows = local[k * micro: (k + 1) * micro]
         if via_tokens:  # the tower's output tokens: computed once per stage, or here
-            base = model.peft.get_base_model()
             tokens = (torch.stack([f["image_tokens"] for f in rows]) if "image_tokens" in rows[0]
                       else tower_tokens(base, batch["pixel_values"], batch_size=1))
             outputs = model(**with_image_tokens(base, batch, tokens))
