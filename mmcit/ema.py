@@ -216,6 +216,9 @@ class AdaptiveEMA:
         self._fallbacks = torch.zeros(n_groups, dtype=torch.long, device=self.device)
         self._skipped = torch.zeros(n_groups, dtype=torch.long, device=self.device)
         self._last_alpha = torch.full((n_groups,), math.nan, **f32)
+        # Sum of the blend weights and number of blends per group (for the mean alpha; no host sync).
+        self._alpha_sum = torch.zeros(n_groups, **f32)
+        self._blends = torch.zeros(n_groups, dtype=torch.long, device=self.device)
         # Device constants, so that update() never builds a tensor from host data.
         self._nan = torch.tensor(math.nan, **f32)
         self._zero = torch.zeros((), **f32)
@@ -285,6 +288,8 @@ class AdaptiveEMA:
         weight = torch.where(blend, alpha, first.to(self._acc_dtype))
         self._skipped.add_(~valid)
         self._last_alpha.copy_(torch.where(blend, alpha, self._last_alpha))
+        self._alpha_sum.add_(torch.where(blend, alpha, self._zero))
+        self._blends.add_(blend)
         self._initialized.logical_or_(valid)
 
         weight_t = weight.to(self.state_dtype)[self._gidx].unbind(0)  # lerp wants E's dtype
@@ -329,6 +334,8 @@ class AdaptiveEMA:
         self._fallbacks.zero_()
         self._skipped.zero_()
         self._last_alpha.fill_(math.nan)
+        self._alpha_sum.zero_()
+        self._blends.zero_()
         self._steps = 0
 
     # -- persistence ---------------------------------------------------------------------------
@@ -347,6 +354,8 @@ class AdaptiveEMA:
             "fallbacks": self._fallbacks,
             "skipped": self._skipped,
             "last_alpha": self._last_alpha,
+            "alpha_sum": self._alpha_sum,
+            "blends": self._blends,
         }
 
     @torch.no_grad()
@@ -362,6 +371,12 @@ class AdaptiveEMA:
                 dst.copy_(src)
         for key in ("initialized", "fallbacks", "skipped", "last_alpha"):
             getattr(self, "_" + key).copy_(state[key])
+        # States written before the mean alpha was kept lack these two: start them at zero.
+        for key in ("alpha_sum", "blends"):
+            if key in state:
+                getattr(self, "_" + key).copy_(state[key])
+            else:
+                getattr(self, "_" + key).zero_()
         self._steps = int(state["steps"])
 
     # -- reading (these synchronise with the device) -----------------------------------------------
@@ -384,6 +399,16 @@ class AdaptiveEMA:
     def last_alphas(self) -> dict[str, float]:
         """Group -> alpha of its latest blend (NaN before its first blend)."""
         return dict(zip(self._group_names, self._last_alpha.tolist()))
+
+    @property
+    def mean_alpha(self) -> float:
+        """Mean blend weight over all blends of all groups since the last reset (NaN before any).
+
+        1 / mean_alpha is roughly the number of recent steps the EMA averages over: near 1, the
+        EMA follows the live weights; near 0, it stays where the task started.
+        """
+        blends = int(self._blends.sum())
+        return float(self._alpha_sum.sum()) / blends if blends else math.nan
 
     @property
     def num_fallbacks(self) -> int:

@@ -119,6 +119,28 @@ def set_step(p: torch.nn.Parameter, theta: list[float], grad: list[float]) -> No
     p.grad = torch.tensor(grad)
 
 
+def test_mean_alpha_is_the_mean_of_all_blend_weights():
+    params = make_params(SHAPES)
+    ema = AdaptiveEMA(params.items())
+    ref = RefEMA({n: [n] for n in params})
+    gen = torch.Generator().manual_seed(5)
+    assert math.isnan(ema.mean_alpha)  # no blend yet
+    weights = []
+    for step in range(5):
+        fake_step(params, gen)
+        ema.update()
+        ref.update(params)
+        if step:  # the first update copies and blends nothing
+            weights += list(ref.alphas.values())
+    assert len(set(weights)) > 2  # adaptive values, not only the fallback
+    assert ema.mean_alpha == pytest.approx(sum(weights) / len(weights), rel=1e-6)
+    restored = AdaptiveEMA(params.items())
+    restored.load_state_dict(ema.state_dict())
+    assert restored.mean_alpha == pytest.approx(ema.mean_alpha, rel=1e-7)
+    ema.reset()
+    assert math.isnan(ema.mean_alpha)
+
+
 def test_hand_computed_two_elements():
     ema, p = two_element_ema()
     set_step(p, [1.0, 2.0], [1.0, -1.0])
@@ -481,6 +503,9 @@ def test_method_hooks_copy_the_ema_in_after_each_task(kind):
     assert summary["skipped"] == 0 and len(summary["per_task"]) == 2
     if kind == "ema":
         assert summary["fallbacks"] == 0 and summary["last_alpha_mean"] == pytest.approx(0.01)
+        assert all(t["mean_alpha"] == pytest.approx(0.01) for t in summary["per_task"])
+    else:
+        assert all(0 < t["mean_alpha"] < 1 for t in summary["per_task"])
     json.dumps(method.state_dict())  # between tasks the state is plain JSON for the runner
 
 

@@ -105,6 +105,7 @@ class AdaptiveEMAMethod(Method):
             "fallbacks": self.ema.num_fallbacks,
             "skipped": self.ema.num_skipped,
             "last_alpha_mean": sum(alphas) / len(alphas) if alphas else None,
+            "mean_alpha": None if math.isnan(mean := self.ema.mean_alpha) else mean,
         }
         self._tasks.append(record)
         for key in ("fallbacks", "skipped", "updates"):
@@ -141,7 +142,8 @@ class AdaptiveEMAMethod(Method):
             self._pending = ema_state  # applied by the next before_task, instead of a reset
 
     def summary(self) -> dict:
-        """Fallbacks and skipped group updates over the run, and the mean alpha of the last blends."""
+        """Fallbacks and skipped group updates over the run, the mean alpha of the last blends, and per
+        task the mean alpha over all its blends."""
         fallbacks, skipped = self._totals["fallbacks"], self._totals["skipped"]
         last = self._tasks[-1]["last_alpha_mean"] if self._tasks else None
         if self._in_task and self.ema is not None:  # asked mid-task: count the running task too
