@@ -36,7 +36,7 @@ class DataConfig:
     seed: int = 0  # synthetic: generator seed
     scale: float = 1.0  # synthetic: multiplies the per-task sample counts
     image_size: int = 64  # synthetic: image side in pixels
-    pretrain_per_task: int = 800  # synthetic: captioned pretraining scenes per task kind
+    pretrain_per_task: int = 2400  # synthetic: pretraining scenes per task kind (each captioned and focused)
     train_limit: int | None = None  # keep at most this many training samples per task
     test_limit: int | None = None
     cache_dir: str | None = None  # where generated data and pretrained bases are cached

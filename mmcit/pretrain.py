@@ -125,7 +125,14 @@ def _pretrain(model, processor, captions: list[Sample], cfg: TinyLlavaConfig, se
         # accuracy roughly halves), and the pretrained tower needs no training; keep it frozen, and
         # since its output per image is then fixed, compute it once instead of at every step.
         tower.requires_grad_(False)
-        image_tokens = tower_tokens(model, torch.stack([f["pixel_values"] for f in features]))
+        # Several pretraining records may share an image (a caption and a focused description):
+        # run the tower once per distinct image.
+        first: dict = {}  # image -> index of its first record
+        slot = [first.setdefault(s.image if s.image is not None else k, k) for k, s in enumerate(captions)]
+        unique = sorted(set(slot))
+        where = {k: j for j, k in enumerate(unique)}
+        tokens = tower_tokens(model, torch.stack([features[k]["pixel_values"] for k in unique]))
+        image_tokens = tokens[torch.tensor([where[k] for k in slot])]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.lr, total_steps=pc.steps, pct_start=0.05)

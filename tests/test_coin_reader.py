@@ -10,6 +10,7 @@ from PIL import Image
 from data_recipes.coin import (
     TASK_SCORERS, DataError, extract_instruction, load_stream, load_task, strip_image_tag,
 )
+from data_recipes.synthetic.writer import TRAIN_WEIGHT
 from data_recipes.synthetic import (
     DIVERSE_INSTRUCTIONS, HELDOUT_INSTRUCTIONS, ORIGINAL_INSTRUCTIONS, TASKS, generate,
 )
@@ -30,7 +31,7 @@ def test_reads_synthetic_stream(bench):
     assert [t.name for t in stream] == TASKS
     for td in stream:
         assert td.scorer == TASK_SCORERS[td.name]
-        assert (len(td.train), len(td.test)) == (20, 3)
+        assert (len(td.train), len(td.test)) == (20 * TRAIN_WEIGHT.get(td.name, 1), 3)
         assert td.instructions == [ORIGINAL_INSTRUCTIONS[td.name]]
         for s in td.train + td.test:
             assert s.image.is_absolute() and s.image.is_file() and "<image>" not in s.prompt
@@ -38,7 +39,7 @@ def test_reads_synthetic_stream(bench):
         assert all(s.meta == {} for s in td.train)
     by_name = {td.name: td for td in stream}
     for s in by_name["ScienceQA"].test:
-        assert s.meta["num_choices"] in (3, 4) and s.answer in "ABCD"[:s.meta["num_choices"]]
+        assert s.meta["num_choices"] == 4 and s.answer in "ABCD"
     for s in by_name["Grounding"].test:
         assert s.meta["size"] == [64, 64] and len(s.meta["bbox"]) == 4
         assert s.answer == "[" + ", ".join(f"{v:.2f}" for v in s.meta["bbox"]) + "]"

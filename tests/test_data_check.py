@@ -18,7 +18,7 @@ TASKS = ["GQA", "VizWiz"]
 
 @pytest.fixture
 def tree(tmp_path: Path) -> tuple[Path, Path]:
-    """A fresh two-task tree (20 train / 3 test records per task) that a test may break."""
+    """A fresh two-task tree (GQA 40 train, VizWiz 20 train, 3 test records each) that a test may break."""
     generate(tmp_path, seed=0, scale=0.05, tasks=TASKS)
     return tmp_path / "instructions", tmp_path / "images"
 
@@ -51,10 +51,10 @@ def roots(instr: Path, images: Path) -> list[str]:
 def test_clean_tree_passes(tree, capsys):
     code, out = run_check(capsys, *roots(*tree), "--tasks", ",".join(TASKS), "--verify-images")
     assert code == 0
-    assert "no problems: 46 records in 4 file(s)" in out
+    assert "no problems: 66 records in 4 file(s)" in out
     report = data_cli.check_tree(*tree, "Instructions", TASKS)
     assert [(s.task, s.split, s.records, s.ok, s.status) for s in report.splits] == [
-        ("GQA", "train", 20, 20, "ok"), ("GQA", "test", 3, 3, "ok"),
+        ("GQA", "train", 40, 40, "ok"), ("GQA", "test", 3, 3, "ok"),
         ("VizWiz", "train", 20, 20, "ok"), ("VizWiz", "test", 3, 3, "ok")]
 
 
@@ -78,7 +78,7 @@ def test_collects_every_problem(tree, capsys):
     report = data_cli.check_tree(instr, images, "original", TASKS)
     by = {(s.task, s.split): s for s in report.splits}
     train = by["GQA", "train"]
-    assert (train.records, train.ok, len(train.missing_images), len(train.malformed)) == (20, 15, 3, 2)
+    assert (train.records, train.ok, len(train.missing_images), len(train.malformed)) == (40, 35, 3, 2)
     assert sorted(e.index for e in train.malformed) == [7, 9]
     assert by["GQA", "test"].records == 3 and [e.index for e in by["GQA", "test"].malformed] == [1]
     assert by["VizWiz", "test"].status == "MISSING FILE" and by["VizWiz", "test"].records is None
@@ -165,7 +165,7 @@ def test_collecting_mode_keeps_good_records(tree):
     edit(task_file(instr, "GQA", "train"), lambda recs: [recs[i].pop("id") for i in (4, 6)])
     errors: list[DataError] = []
     td = load_task(instr, images, "original", "GQA", errors=errors)
-    assert (len(td.train), len(td.test)) == (18, 3)
+    assert (len(td.train), len(td.test)) == (38, 3)
     assert [(e.kind, e.index, e.path.name) for e in errors] == [("record", 4, "train.json"),
                                                                 ("record", 6, "train.json")]
 
@@ -182,7 +182,7 @@ def test_skip_missing_images_counts(tree):
     skipped: dict[str, dict[str, int]] = {}
     gqa, vizwiz = load_stream(instr, images, "original", TASKS, skip_missing_images=True, skipped=skipped)
     assert skipped == {"GQA": {"train": 2, "test": 0}, "VizWiz": {"train": 0, "test": 1}}
-    assert (len(gqa.train), len(gqa.test), len(vizwiz.train), len(vizwiz.test)) == (18, 3, 20, 2)
+    assert (len(gqa.train), len(gqa.test), len(vizwiz.train), len(vizwiz.test)) == (38, 3, 20, 2)
     assert all(s.image.is_file() for td in (gqa, vizwiz) for s in td.train + td.test)
 
 

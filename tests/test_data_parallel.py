@@ -88,7 +88,7 @@ def test_task_batch_size_sets_each_task_global_batch(tmp_path, cache_dir):
                              f"output_dir={tmp_path / 'r'}", f"data.cache_dir={cache_dir}"])
     res = run(cfg, progress=False, log=lambda m: None)
     steps = {s["stage"]: s["steps"] for s in res["timing"]["stages"]}
-    assert steps == {"TextVQA": 5, "GQA": 2}  # 20 samples: batches of 4 and of 10
+    assert steps == {"TextVQA": 5, "GQA": 4}  # 20 and 40 samples (GQA has twice the data): batches of 4 and of 10
     from mmcit.config import ConfigError
 
     with pytest.raises(ConfigError, match="task_batch_size: VQAv2 not in data.tasks"):

@@ -14,6 +14,9 @@ from data_recipes.synthetic import (
     PRETRAIN_PROMPT, SHAPES, TASKS, WORDS, generate,
 )
 from data_recipes.synthetic.instructions import IMAGENET_LAST_LINE, VQA_INSTRUCTION
+from data_recipes.synthetic.scenes import KIND_QUESTION, Obj, REGIONS, Scene, focused_descriptions
+from data_recipes.synthetic.tasks import SAMPLERS, SQA_OPTIONS, UNANSWERABLE
+from data_recipes.synthetic.writer import TRAIN_WEIGHT
 from data_recipes.synthetic.vocab import cell_box, format_box
 
 SCALE = 0.05  # 20 train, 3 test per task, 8 pretraining scenes per kind: well under a second
@@ -64,7 +67,7 @@ def test_layout_and_counts(bench):
     instr = root / "instructions"
     for task in TASKS:
         n_train, n_test = manifest["counts"][task]["train"], manifest["counts"][task]["test"]
-        assert (n_train, n_test) == (20, 3)
+        assert (n_train, n_test) == (20 * TRAIN_WEIGHT.get(task, 1), 3)
         for variant in ("Instructions", "Instructions_Diverse"):
             assert len(load(instr / variant / task / "train.json")) == n_train
             assert len(load(instr / variant / task / "test.json")) == n_test
@@ -115,14 +118,14 @@ def test_prompt_layout_per_task(bench):
                 else:
                     assert len(lines) >= 3 and lines[-1] in allowed(variant, task)
                 if task == "ScienceQA":
-                    options = [ln for ln in lines if re.match(r"^[A-D]\. ", ln)]
-                    assert 3 <= len(options) <= 4
-                    assert answer in "ABCD"[:len(options)]
+                    options = [ln[3:] for ln in lines if re.match(r"^[A-D]\. ", ln)]
+                    assert options in list(SQA_OPTIONS.values())  # all four, in the fixed order
+                    assert answer in "ABCD"
 
 
 def test_answer_formats(bench):
     root, _ = bench
-    boxes = {format_box(cell_box(3, c)) for c in range(9)}
+    boxes = {format_box(cell_box(2, c)) for c in range(4)}
     for task in TASKS:
         answers = [r["conversations"][1]["value"]
                    for r in load(root / "instructions/Instructions" / task / "train.json")]
@@ -131,7 +134,7 @@ def test_answer_formats(bench):
             "ScienceQA": set("ABCD"), "TextVQA": set(WORDS), "ImageNet": set(ICONS),
             "GQA": set(COLOUR_NAMES) | set(SHAPES),
             "VizWiz": set(COLOUR_NAMES) | set(SHAPES) | {"unanswerable"},
-            "Grounding": boxes, "VQAv2": {"1", "2", "3", "4", "5", "yes", "no"},
+            "Grounding": boxes, "VQAv2": {"1", "2", "3", "4", "yes", "no"},
             "OCRVQA": set(WORDS) | set(AUTHORS),
         }[task]
         assert set(answers) <= vocab, task
@@ -218,14 +221,73 @@ def test_paraphrase_families_route_to_their_task():
 def test_pretrain_captions(bench):
     root, manifest = bench
     records = load(root / "instructions/Pretrain/train.json")
-    assert len(records) == manifest["pretrain"] == 8 * 8
+    assert len(records) == manifest["pretrain"] == 2 * 8 * 8  # a caption and a focused description
+    focused = {KIND_QUESTION, *REGIONS, "List the colors.", "List the shapes.", "Read the text."}
     captions = []
-    for rec in records:
-        human, gpt = rec["conversations"]
-        assert human["value"] == "<image>\n" + PRETRAIN_PROMPT
-        assert rec["image"].startswith("Pretrain/") and (root / "images" / rec["image"]).is_file()
-        captions.append(gpt["value"])
+    for caption, focus in zip(records[::2], records[1::2]):
+        assert caption["image"] == focus["image"] and focus["id"] == caption["id"] + "_focus"
+        assert caption["conversations"][0]["value"] == "<image>\n" + PRETRAIN_PROMPT
+        assert focus["conversations"][0]["value"].removeprefix("<image>\n") in focused
+        assert caption["image"].startswith("Pretrain/") and (root / "images" / caption["image"]).is_file()
+        captions.append(caption["conversations"][1]["value"])
     text = " ".join(captions)
     for marker in ("book cover", "word ", "noisy photo:", ", 1 object", " objects", "title ", "author "):
         assert marker in text
     assert any(re.search(r" (top|middle|bottom) (left|middle|right)\b", c) for c in captions)
+
+
+def test_focused_descriptions_by_hand():
+    scene = Scene("objects", (255, 255, 255), grid=2,
+                  objects=[Obj("star", "red", 3), Obj("circle", "blue", 0)])
+    got = dict(focused_descriptions(scene))
+    assert got["Describe the left side."] == "blue circle top left"
+    assert got["Describe the right side."] == "red star bottom right"
+    assert got["Describe the top."] == "blue circle top left"
+    assert got["Describe the bottom."] == "red star bottom right"
+    assert got["List the colors."] == "blue, red" and got["List the shapes."] == "circle, star"
+    assert got[KIND_QUESTION] == "A"
+    empty = dict(focused_descriptions(Scene("objects", (255, 255, 255), grid=2)))
+    assert empty["Describe the top."] == "nothing" and empty["List the shapes."] == "nothing"
+    cover = dict(focused_descriptions(Scene("cover", (255, 255, 255), colour="red", word="cat",
+                                            author="Ann", icon="star")))
+    assert cover == {KIND_QUESTION: "D", "List the colors.": "red", "Read the text.": "cat Ann"}
+
+
+def test_answers_follow_the_scenes():
+    """Each sampler's gold answer is what its scene shows (checked from the scene, not the text)."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        it = SAMPLERS["ScienceQA"](rng)
+        (obj,) = it.scene.objects
+        question, *options = it.question.split("\n")
+        shown = {"Which": obj.shape, "What": obj.colour,
+                 "Where": ["top left", "top right", "bottom left", "bottom right"][obj.cell]}[question.split()[0]]
+        assert options["ABCD".index(it.answer)] == f"{it.answer}. {shown}"
+
+        it = SAMPLERS["GQA"](rng)
+        top, bottom = sorted(it.scene.objects, key=lambda o: o.cell)
+        assert (top.cell // 2, bottom.cell // 2) == (0, 1)
+        o = top if it.question.endswith("top?") else bottom
+        assert it.answer == (o.colour if it.question.startswith("What color") else o.shape)
+
+        it = SAMPLERS["VizWiz"](rng)
+        assert it.scene.noise_seed is not None and len(it.scene.objects) <= 1
+        if not it.scene.objects:
+            assert it.answer == UNANSWERABLE
+        else:
+            o = it.scene.objects[0]
+            assert it.answer == (o.colour if "color" in it.question else o.shape)
+
+        it = SAMPLERS["VQAv2"](rng)
+        cells = {o.cell for o in it.scene.objects}
+        if it.question.startswith("How many"):
+            assert it.answer == str(len(it.scene.objects))
+        else:
+            n = int(re.fullmatch(r"Are there more than (\d) objects\?", it.question).group(1))
+            assert it.answer == ("yes" if len(it.scene.objects) > n else "no")
+
+        it = SAMPLERS["Grounding"](rng)
+        (obj,) = it.scene.objects
+        assert it.question == f"the {obj.colour} {obj.shape}" and it.answer == format_box(cell_box(2, obj.cell))

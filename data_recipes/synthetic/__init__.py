@@ -5,27 +5,34 @@ the CoIN reader (``data_recipes.coin``), scorers and stream code serve both. Sce
 Pillow at 64 x 64 by default, from tiny shared vocabularies (6 colours, 6 shapes, 10 icons, 10
 words, 8 authors) so that a ~1M-parameter model learns each task and sequential tuning forgets.
 
-Tasks, in CoIN order (answer format in brackets):
+Tasks, in CoIN order (answer format in brackets). Each question chooses what to read from the image
+(an attribute, a region, a count) and never asks to find an object named in the question: the
+tiny model does not learn such in-context lookups within the demo's budget (measured, README):
 
-1. ScienceQA: one shape on a 3 x 3 grid; "Which shape / what color / where ..." with 3-4 lettered
-   options in the question [option letter A-D].
+1. ScienceQA: one shape on a 2 x 2 grid; "Which shape / what color / where ..." followed by the
+   kind's four options, always in the same order (SQA_OPTIONS) [option letter A-D].
 2. TextVQA: a three-letter word from WORDS written large in colour [the word].
 3. ImageNet: one large icon of 10 classes (house, tree, star, ...) in a random colour [class name].
    The instruction is the prompt's first line; the last line is CoIN's short-answer sentence.
-4. GQA: 2-3 objects in distinct columns; colour of a shape, shape of a colour, or the colour /
-   shape of the object left / right of another [colour or shape word].
-5. VizWiz: 1-2 objects on a 2 x 2 grid, low contrast + blur + noise; colour / shape question whose
-   object is absent in about 30% of samples [colour, shape or "unanswerable"].
-6. Grounding: 2-3 objects on a 3 x 3 grid, "<instruction>: the <colour> <shape>" [box
-   "[x1, y1, x2, y2]", 2 decimals, one of 9 values; tests carry answer_bbox and size].
-7. VQAv2: count a shape or all objects, or "Is there a ...?" [digit 1-5, "yes" / "no"].
+4. GQA: two objects on a 2 x 2 grid, one per row; the colour or shape of the object at the top or
+   at the bottom [colour or shape word].
+5. VizWiz: a degraded photo (low contrast, blur, noise) of one object on a 2 x 2 grid, or of none
+   in about 30% of samples; its colour or shape [colour, shape or "unanswerable"].
+6. Grounding: one object on a 2 x 2 grid, "<instruction>: the <colour> <shape>" [box
+   "[x1, y1, x2, y2]", 2 decimals, one of 4 values; tests carry answer_bbox and size].
+7. VQAv2: 1-4 objects on a 2 x 2 grid; "How many objects are there?" or "Are there more than n
+   objects?" [digit 1-4, "yes" / "no"].
 8. OCRVQA: a book cover with a title word (top) and an author name (bottom) [title or author].
+
+ScienceQA and GQA have twice the training samples of the others (``TRAIN_WEIGHT``).
 
 Instruction variants: ``Instructions`` (ORIGINAL_INSTRUCTIONS, CoIN's wording; the five VQA-like
 tasks share one sentence), ``Instructions_Diverse`` (DIVERSE_INSTRUCTIONS, five paraphrases per
 task) and ``Instructions_Heldout`` (HELDOUT_INSTRUCTIONS, test only, wordings unused in training).
-A pretraining set (``instructions/Pretrain/train.json``) pairs "Describe the image." with complete,
-content-only captions of scenes of all eight kinds.
+A pretraining set (``instructions/Pretrain/train.json``) holds, for every pretraining scene of all
+eight kinds, "Describe the image." with a complete, content-only caption, and one focused
+description (one side of the scene, its colours, its shapes, its text, or the kind of picture as a
+lettered choice).
 """
 from data_recipes.synthetic.instructions import (
     DIVERSE_INSTRUCTIONS, HELDOUT_INSTRUCTIONS, ORIGINAL_INSTRUCTIONS, VARIANT_DIRS, build_prompt,
@@ -34,7 +41,7 @@ from data_recipes.synthetic.vocab import AUTHORS, COLOUR_NAMES, ICONS, SHAPES, T
 from data_recipes.synthetic.writer import PRETRAIN_PROMPT, generate
 
 #: Bumped whenever generated content changes, so that cached copies are regenerated.
-VERSION = 2
+VERSION = 3
 
 __all__ = [
     "generate", "TASKS", "ORIGINAL_INSTRUCTIONS", "DIVERSE_INSTRUCTIONS", "HELDOUT_INSTRUCTIONS",

@@ -104,7 +104,7 @@ def describe(scene: Scene) -> str:
         objs = sorted(scene.objects, key=lambda o: o.cell)  # canonical order: reading order
         parts = [f"{o.colour} {o.shape} {position_name(scene.grid, o.cell)}" for o in objs]
         n = len(objs)
-        text = ", ".join(parts) + f", {n} object{'s' if n > 1 else ''}"
+        text = ", ".join([*parts, f"{n} object{'' if n == 1 else 's'}"])
         return f"noisy photo: {text}" if scene.noise_seed is not None else text
     if scene.kind == "word":
         return f"word {scene.word} in {scene.colour}"
@@ -113,4 +113,46 @@ def describe(scene: Scene) -> str:
     if scene.kind == "cover":
         ink = "black" if scene.colour in _LIGHT_COVERS else "white"
         return f"{scene.colour} book cover, title {scene.word}, author {scene.author}, {ink} {scene.icon}"
+    raise ValueError(f"unknown scene kind {scene.kind!r}")
+
+
+#: Focused description prompts of the pretraining set: one region or one aspect of the scene.
+REGIONS: dict[str, tuple[str, object]] = {
+    "Describe the left side.": ("col", 0), "Describe the right side.": ("col", -1),
+    "Describe the top.": ("row", 0), "Describe the bottom.": ("row", -1),
+}
+
+
+#: A generic multiple-choice question of the pretraining set (the kind of picture), so that the base
+#: has answered with option letters before ScienceQA asks it to.
+KIND_OPTIONS: dict[str, str] = {"objects": "shapes", "word": "a word", "icon": "an icon", "cover": "a book cover"}
+KIND_QUESTION = "What kind of picture is this?\n" + "\n".join(
+    f"{letter}. {name}" for letter, name in zip("ABCD", KIND_OPTIONS.values()))
+
+
+def focused_descriptions(scene: Scene) -> list[tuple[str, str]]:
+    """(prompt, answer) pairs that describe one region or one aspect of ``scene``.
+
+    They teach the base to let its prompt choose what it reports (a region, the colours, the shapes,
+    the text), as a real LLaVA base brings from its instruction data; "nothing" where a region of a
+    multi-object scene is empty.
+    """
+    pairs = [(KIND_QUESTION, "ABCD"[list(KIND_OPTIONS).index(scene.kind)])]
+    if scene.kind == "objects":
+        g = scene.grid
+        objs = sorted(scene.objects, key=lambda o: o.cell)
+        for prompt, (axis, index) in REGIONS.items():
+            want = index % g
+            chosen = [o for o in objs if (o.cell % g if axis == "col" else o.cell // g) == want]
+            pairs.append((prompt, ", ".join(f"{o.colour} {o.shape} {position_name(g, o.cell)}" for o in chosen)
+                          or "nothing"))
+        pairs.append(("List the colors.", ", ".join(o.colour for o in objs) or "nothing"))
+        pairs.append(("List the shapes.", ", ".join(o.shape for o in objs) or "nothing"))
+        return pairs
+    if scene.kind == "word":
+        return pairs + [("List the colors.", scene.colour), ("Read the text.", scene.word)]
+    if scene.kind == "icon":
+        return pairs + [("List the colors.", scene.colour)]
+    if scene.kind == "cover":
+        return pairs + [("List the colors.", scene.colour), ("Read the text.", f"{scene.word} {scene.author}")]
     raise ValueError(f"unknown scene kind {scene.kind!r}")
