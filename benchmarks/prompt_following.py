@@ -8,7 +8,7 @@ prompt. It is trained for ``--steps`` steps and scored on held-out samples, from
 - the same model with random language-model and projector weights (``model.pretrain.enabled=false``),
 
 on two kinds of image: the base's pretraining scenes (all eight scene kinds) and the GQA-like
-scenes (2-3 coloured shapes, whose colour and shape words are what the base learnt to say), each
+scenes (coloured shapes, whose colour and shape words are what the base learnt to say), each
 with full fine-tuning (language model, output layer and projector) and with the continual stage's
 LoRA + projector. Prints one held-out accuracy per (start, images, training). Generation drops
 special tokens, so an answer followed only by them counts as exact.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIGS = REPO_ROOT / "configs" / "demo"
-DEMO_METHODS = ["lcia", "lora_ft", "multitask"]  # --methods adds ema, adaptive_ema
+DEMO_METHODS = ["lcia", "lora_ft"]  # --methods adds multitask, ema, adaptive_ema
 
 
 def _fail(message: str, code: int = 2) -> int:

@@ -57,3 +57,23 @@ def test_collate_pads_right_for_training_and_left_for_generation(tmp_path):
     k = left["input_ids"].shape[1] - n
     assert (left["input_ids"][0, :k] == pad).all() and left["input_ids"][0, k:].tolist() == a["input_ids"]
     assert left["pixel_values"].shape == (2, 3, 64, 64) and left["pixel_values"].dtype == torch.float32
+
+
+def test_cached_prompt_encoding_equals_a_fresh_encoding(tmp_path):
+    """The encoder reuses context ids per prompt and pixels for repeated images; outputs must not change."""
+    enc, _ = make_encoder()
+    images = []
+    for k, colour in enumerate([(200, 10, 10), (10, 200, 10), (10, 200, 10)]):
+        path = tmp_path / f"c{k}.png"
+        Image.new("RGB", (64, 64), colour).save(path)
+        images.append(path)
+    samples = [Sample(task="T", id=str(k), image=p, turns=[("What color is it?", "red")]) for k, p in enumerate(images)]
+    cached = [enc.encode_train(s) for s in samples]  # 2nd and 3rd: cached ids; 3rd: same pixels as 2nd
+    for s, got in zip(samples, cached):
+        fresh, _ = make_encoder()
+        want = fresh.encode_train(s)
+        assert got["input_ids"] == want["input_ids"] and got["labels"] == want["labels"]
+        assert torch.equal(got["pixel_values"], want["pixel_values"])
+    assert not torch.equal(cached[0]["pixel_values"], cached[1]["pixel_values"])
+    prompt = enc.encode_prompt(samples[0])
+    assert torch.equal(prompt["pixel_values"], cached[0]["pixel_values"])

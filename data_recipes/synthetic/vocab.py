@@ -51,7 +51,7 @@ GRID_NAMES: dict[int, list[str]] = {
 }
 
 #: Fraction of a cell left empty on each side of an object, per grid size. Objects fill the rest
-#: of their cell exactly, so grounding boxes take only 9 distinct values on the 3 x 3 grid.
+#: of their cell exactly, so grounding boxes take only 4 distinct values on the 2 x 2 grid.
 GRID_MARGIN: dict[int, float] = {3: 0.03, 2: 0.06}
 
 #: Light background tints (mild variation so that the background is not a constant).

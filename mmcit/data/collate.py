@@ -7,6 +7,8 @@ continues every row from its last position.
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from PIL import Image
 
@@ -45,13 +47,33 @@ class Encoder:
         self.tok = processor.tokenizer
         self.template = template or ChatTemplate()
         self.max_length = max_length
+        # Context ids with the image tokens expanded, per (context text, image size): many samples
+        # share one prompt, and the expansion depends only on the image's size.
+        self._context_ids: dict[tuple[str, tuple[int, int]], list[int]] = {}
+        self._last_pixels: tuple[tuple, torch.Tensor] | None = None
 
     def _text_ids(self, text: str, image: Image.Image | None) -> tuple[list[int], torch.Tensor | None]:
         if image is not None:
+            key = (text, image.size)
+            if key in self._context_ids and hasattr(self.processor, "image_processor"):
+                return list(self._context_ids[key]), self._pixels(image)
             # The template writes every special token itself (bos included): the tokenizer adds none.
             enc = self.processor(images=[image], text=[text], return_tensors="pt", add_special_tokens=False)
-            return enc["input_ids"][0].tolist(), enc["pixel_values"][0]
+            ids = enc["input_ids"][0].tolist()
+            if len(self._context_ids) < 4096:
+                self._context_ids[key] = ids
+            return list(ids), enc["pixel_values"][0]
         return self.tok(text, add_special_tokens=False)["input_ids"], None
+
+    def _pixels(self, image: Image.Image) -> torch.Tensor:
+        """The image processor's output, reused when the same pixels come twice in a row (several
+        records of one image, as in the synthetic pretraining set)."""
+        key = (image.size, image.mode, hashlib.blake2b(image.tobytes(), digest_size=16).digest())
+        if self._last_pixels is not None and self._last_pixels[0] == key:
+            return self._last_pixels[1]
+        pixels = self.processor.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
+        self._last_pixels = (key, pixels)
+        return pixels
 
     def encode_train(self, sample: Sample) -> dict:
         """input_ids, labels (-100 on every context token), pixel_values."""
