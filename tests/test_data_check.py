@@ -18,7 +18,7 @@ TASKS = ["GQA", "VizWiz"]
 
 @pytest.fixture
 def tree(tmp_path: Path) -> tuple[Path, Path]:
-    """A fresh two-task tree (GQA 40 train, VizWiz 20 train, 3 test records each) that a test may break."""
+    """A fresh two-task tree (40 train / 3 test records per task) that a test may break."""
     generate(tmp_path, seed=0, scale=0.05, tasks=TASKS)
     return tmp_path / "instructions", tmp_path / "images"
 
@@ -51,11 +51,11 @@ def roots(instr: Path, images: Path) -> list[str]:
 def test_clean_tree_passes(tree, capsys):
     code, out = run_check(capsys, *roots(*tree), "--tasks", ",".join(TASKS), "--verify-images")
     assert code == 0
-    assert "no problems: 66 records in 4 file(s)" in out
+    assert "no problems: 86 records in 4 file(s)" in out
     report = data_cli.check_tree(*tree, "Instructions", TASKS)
     assert [(s.task, s.split, s.records, s.ok, s.status) for s in report.splits] == [
         ("GQA", "train", 40, 40, "ok"), ("GQA", "test", 3, 3, "ok"),
-        ("VizWiz", "train", 20, 20, "ok"), ("VizWiz", "test", 3, 3, "ok")]
+        ("VizWiz", "train", 40, 40, "ok"), ("VizWiz", "test", 3, 3, "ok")]
 
 
 def test_collects_every_problem(tree, capsys):
@@ -118,7 +118,7 @@ def test_json_output(tree, capsys):
     data = json.loads(out)
     assert code == 1 and data["ok"] is False and data["problems"] == 1
     assert [(s["split"], s["status"], s["records"]) for s in data["splits"]] == [
-        ("train", "ok", 20), ("test", "MISSING FILE", None)]
+        ("train", "ok", 40), ("test", "MISSING FILE", None)]
 
 
 def test_user_errors_raise(tree, capsys):
@@ -182,7 +182,7 @@ def test_skip_missing_images_counts(tree):
     skipped: dict[str, dict[str, int]] = {}
     gqa, vizwiz = load_stream(instr, images, "original", TASKS, skip_missing_images=True, skipped=skipped)
     assert skipped == {"GQA": {"train": 2, "test": 0}, "VizWiz": {"train": 0, "test": 1}}
-    assert (len(gqa.train), len(gqa.test), len(vizwiz.train), len(vizwiz.test)) == (38, 3, 20, 2)
+    assert (len(gqa.train), len(gqa.test), len(vizwiz.train), len(vizwiz.test)) == (38, 3, 40, 2)
     assert all(s.image.is_file() for td in (gqa, vizwiz) for s in td.train + td.test)
 
 

@@ -80,7 +80,9 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(tmp_path, cache_dir
     for out, extra in ((full, []), (micro, ["train.micro_batch_size=1"])):
         run(load_config(None, [*STREAM, f"output_dir={out}", f"data.cache_dir={cache_dir}", *extra]), progress=False,
             log=lambda m: None)
-    _assert_same_run(full, micro, atol=1e-5)  # float32 rounding of the per-row sums
+    # float32 rounding of the per-row sums, amplified by Adam: measured up to 1.9e-5 on one tensor
+    # (a wrong accumulation is off by order 1)
+    _assert_same_run(full, micro, atol=5e-5)
 
 
 def test_task_batch_size_sets_each_task_global_batch(tmp_path, cache_dir):

@@ -291,3 +291,16 @@ def test_answers_follow_the_scenes():
         it = SAMPLERS["Grounding"](rng)
         (obj,) = it.scene.objects
         assert it.question == f"the {obj.colour} {obj.shape}" and it.answer == format_box(cell_box(2, obj.cell))
+
+
+def test_data_cache_key_follows_train_weight(tmp_path, monkeypatch):
+    """Cached copies are keyed by the per-task training sizes, so changing them regenerates."""
+    import data_recipes.synthetic as synthetic
+    from mmcit.config import DataConfig
+    from mmcit.data.stream import synthetic_root
+
+    cfg = DataConfig(scale=0.02, pretrain_per_task=100)
+    first = synthetic_root(cfg, tmp_path, log=lambda m: None)
+    assert synthetic_root(cfg, tmp_path, log=lambda m: None) == first  # cached
+    monkeypatch.setattr(synthetic, "TRAIN_WEIGHT", {**synthetic.TRAIN_WEIGHT, "TextVQA": 3})
+    assert synthetic_root(cfg, tmp_path, log=lambda m: None) != first

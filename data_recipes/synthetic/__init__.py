@@ -24,7 +24,7 @@ tiny model does not learn such in-context lookups within the demo's budget (meas
    objects?" [digit 1-4, "yes" / "no"].
 8. OCRVQA: a book cover with a title word (top) and an author name (bottom) [title or author].
 
-ScienceQA and GQA have twice the training samples of the others (``TRAIN_WEIGHT``).
+ScienceQA, GQA, VizWiz and OCRVQA have twice the training samples of the others (``TRAIN_WEIGHT``).
 
 Instruction variants: ``Instructions`` (ORIGINAL_INSTRUCTIONS, CoIN's wording; the five VQA-like
 tasks share one sentence), ``Instructions_Diverse`` (DIVERSE_INSTRUCTIONS, five paraphrases per
@@ -38,7 +38,7 @@ from data_recipes.synthetic.instructions import (
     DIVERSE_INSTRUCTIONS, HELDOUT_INSTRUCTIONS, ORIGINAL_INSTRUCTIONS, VARIANT_DIRS, build_prompt,
 )
 from data_recipes.synthetic.vocab import AUTHORS, COLOUR_NAMES, ICONS, SHAPES, TASKS, WORDS
-from data_recipes.synthetic.writer import PRETRAIN_PROMPT, generate
+from data_recipes.synthetic.writer import PRETRAIN_PROMPT, TRAIN_WEIGHT, generate
 
 #: Bumped whenever generated content changes, so that cached copies are regenerated.
 VERSION = 3
@@ -46,5 +46,5 @@ VERSION = 3
 __all__ = [
     "generate", "TASKS", "ORIGINAL_INSTRUCTIONS", "DIVERSE_INSTRUCTIONS", "HELDOUT_INSTRUCTIONS",
     "VARIANT_DIRS", "PRETRAIN_PROMPT", "build_prompt", "COLOUR_NAMES", "SHAPES", "ICONS", "WORDS",
-    "AUTHORS",
+    "AUTHORS", "TRAIN_WEIGHT",
 ]

@@ -27,7 +27,8 @@ def synthetic_root(cfg: DataConfig, cache_dir: Path, log=print) -> Path:
 
     blob = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
                        "pretrain_per_task": cfg.pretrain_per_task,
-                       "version": getattr(synthetic, "VERSION", 1)}, sort_keys=True)
+                       "version": getattr(synthetic, "VERSION", 1),
+                       "train_weight": getattr(synthetic, "TRAIN_WEIGHT", {})}, sort_keys=True)
     root = cache_dir / "synthetic" / hashlib.sha256(blob.encode()).hexdigest()[:16]
     if not (root / "done").exists():
         tmp = root.with_name(root.name + f".tmp{os.getpid()}")
@@ -72,7 +73,8 @@ def load_data(cfg: DataConfig, cache_dir: Path, log=print) -> StreamData:
 
         key = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
                           "pretrain_per_task": cfg.pretrain_per_task,
-                          "version": getattr(synthetic, "VERSION", 1)}, sort_keys=True)
+                          "version": getattr(synthetic, "VERSION", 1),
+                          "train_weight": getattr(synthetic, "TRAIN_WEIGHT", {})}, sort_keys=True)
     return StreamData(tasks, captions, instruction_root, image_root, key)
 
 
