@@ -141,13 +141,8 @@ def _pretrain(model, processor, captions: list[Sample], cfg: TinyLlavaConfig, se
     model.train()
     tower.train(image_tokens is None)  # a frozen tower's BatchNorm keeps its running statistics
     bar = tqdm(range(pc.steps), desc="pretrain base", disable=not progress, leave=False, dynamic_ncols=True)
-    _caption_steps(model, bar, features, image_tokens, params, opt, sched, rng, pad, pc.batch_size)
-    model.eval()
-
-
-def _caption_steps(model, bar, features, image_tokens, params, opt, sched, rng, pad, batch_size: int) -> None:
     for _ in bar:
-        idx = rng.sample(range(len(features)), min(batch_size, len(features)))
+        idx = rng.sample(range(len(features)), min(pc.batch_size, len(features)))
         batch = collate([features[i] for i in idx], pad, "right")
         if image_tokens is not None:
             batch = with_image_tokens(model, batch, image_tokens[idx])
@@ -158,6 +153,7 @@ def _caption_steps(model, bar, features, image_tokens, params, opt, sched, rng, 
         sched.step()
         model.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
 
 
 def _pretrain_vision(model, processor, captions, features, pc, seed: int, progress: bool) -> None:
