@@ -21,14 +21,21 @@ class StreamData:
     key: str  # identifies the data, for caching what is derived from it
 
 
+def _synthetic_key(cfg: DataConfig) -> str:
+    """What determines the generated benchmark: the generator's options and its content version."""
+    from data_recipes import synthetic
+
+    return json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
+                       "pretrain_per_task": cfg.pretrain_per_task,
+                       "version": getattr(synthetic, "VERSION", 1),
+                       "train_weight": getattr(synthetic, "TRAIN_WEIGHT", {})}, sort_keys=True)
+
+
 def synthetic_root(cfg: DataConfig, cache_dir: Path, log=print) -> Path:
     """Generate the built-in benchmark once per (seed, scale, image size) and return its folder."""
     from data_recipes import synthetic
 
-    blob = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
-                       "pretrain_per_task": cfg.pretrain_per_task,
-                       "version": getattr(synthetic, "VERSION", 1),
-                       "train_weight": getattr(synthetic, "TRAIN_WEIGHT", {})}, sort_keys=True)
+    blob = _synthetic_key(cfg)
     root = cache_dir / "synthetic" / hashlib.sha256(blob.encode()).hexdigest()[:16]
     if not (root / "done").exists():
         tmp = root.with_name(root.name + f".tmp{os.getpid()}")
@@ -69,12 +76,7 @@ def load_data(cfg: DataConfig, cache_dir: Path, log=print) -> StreamData:
     # tasks or variant a run picks, so that every run over the same data shares one cached base.
     key = json.dumps({"source": cfg.source, "root": str(instruction_root.absolute())}, sort_keys=True)
     if cfg.source == "synthetic":  # the generated data is determined by these, not by the path
-        from data_recipes import synthetic
-
-        key = json.dumps({"seed": cfg.seed, "scale": cfg.scale, "image_size": cfg.image_size,
-                          "pretrain_per_task": cfg.pretrain_per_task,
-                          "version": getattr(synthetic, "VERSION", 1),
-                          "train_weight": getattr(synthetic, "TRAIN_WEIGHT", {})}, sort_keys=True)
+        key = _synthetic_key(cfg)
     return StreamData(tasks, captions, instruction_root, image_root, key)
 
 
