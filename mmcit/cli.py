@@ -34,9 +34,9 @@ def cmd_run(args) -> int:
     else:
         cfg = load_config(args.config, args.overrides)
     results = run(cfg, progress=not args.no_progress, resume=args.resume is not None)
-    from mmcit.distributed import is_main
+    from mmcit.distributed import launched_rank
 
-    if is_main():  # under accelerate launch every process gets here; one summary
+    if launched_rank() == 0:  # under accelerate launch every process gets here; one summary
         print(summary_line(results))
         print(f"run folder: {cfg.output_dir}")
     return 0

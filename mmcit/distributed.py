@@ -30,6 +30,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def launched_rank() -> int:
+    """This process's rank, also after :func:`shutdown` left the group: the launcher's RANK then."""
+    return rank() if _initialized() else int(os.environ.get("RANK", "0"))
+
+
 def _initialized() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
@@ -104,6 +109,18 @@ def main_first():
 def barrier() -> None:
     if _initialized():
         torch.distributed.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group at the end of a run: wait for every process, then destroy it.
+
+    Without the barrier, a process that finishes first can tear down its gloo connections while a
+    peer still talks to it, and a process that exits with its group alive can abort in gloo's
+    threads during interpreter teardown ("terminate called without an active exception").
+    """
+    if _initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 # -- sharded frozen weights (FSDP2) -------------------------------------------------------------------

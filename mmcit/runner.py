@@ -235,7 +235,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print, resume: bool = Fals
     started = t0 = time.perf_counter()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    dist.init_from_environment()  # under `accelerate launch`: join the data-parallel group
+    joined = dist.init_from_environment()  # under `accelerate launch`: join the data-parallel group
     main = dist.is_main()
     if not main:
         log, progress = (lambda msg: None), False  # one voice: rank 0 reports
@@ -349,4 +349,6 @@ def run(cfg: RunConfig, *, progress: bool = True, log=print, resume: bool = Fals
             remove_step_checkpoints(run_dir, only_index=stage.index)  # superseded by the stage checkpoint
     if main:
         write_run_report(run_dir, results)
+    if joined:
+        dist.shutdown()  # the group this run joined; left only on success (a failed rank just exits)
     return results

@@ -85,6 +85,7 @@ def _dp_worker(rank: int, store: str, out: str) -> None:
             opt.zero_grad(set_to_none=True)
         torch.save({"shadow": ema.shadow, "alphas": ema.last_alphas, "fallbacks": ema.num_fallbacks},
                    Path(out) / f"dp{rank}.pt")
+        dist.barrier()  # see _sharded_worker
     finally:
         dist.destroy_process_group()
 
@@ -164,6 +165,10 @@ def _sharded_worker(rank: int, store: str, out: str) -> None:
     _init(rank, store)
     try:
         torch.save({"fsdp2": _fsdp2(rank), "manual": _manual_shards(rank)}, Path(out) / f"sharded{rank}.pt")
+        # Without it, the first rank to finish tears down its gloo pairs while the other still
+        # talks to it, and one process sometimes aborts at exit ("terminate called without an
+        # active exception"): 3 of 40 runs of the FSDP2 worker, 0 of 120 with the barrier.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
