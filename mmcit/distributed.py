@@ -119,7 +119,7 @@ def shutdown() -> None:
     threads during interpreter teardown ("terminate called without an active exception").
     """
     if _initialized():
-        torch.distributed.barrier()
+        barrier()
         torch.distributed.destroy_process_group()
 
 
