@@ -124,8 +124,8 @@ def train_stage(
     base = model.peft.get_base_model()
     via_tokens = world == 1 and cacheable(base)
     if via_tokens and features is not None:
-        tokens = cached_tower_tokens(base, [f["pixel_values"] for f in features],
-                                     batch_size=1)
+        with model._autocast():
+            tokens = cached_tower_tokens(base, [f["pixel_values"] for f in features], batch_size=1)
         if tokens is not None:
             features = [{**f, "image_tokens": t} for f, t in zip(features, tokens)]
 
@@ -212,9 +212,13 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     for k, (batch, count) in enumerate(zip(batches, counts)):
         rows = local[k * micro: (k + 1) * micro]
         if via_tokens:  # the tower's output tokens: computed once per stage, or here
-            tokens = (torch.stack([f["image_tokens"] for f in rows]) if "image_tokens" in rows[0]
-                      else tower_tokens(base, batch["pixel_values"], batch_size=1))
-            outputs = model(**with_image_tokens(base, batch, tokens))
+            # Under the model's autocast, as its own forward runs the tower and projector: a bf16
+            # model's float32 projector would otherwise meet the tower's bf16 tokens.
+            with model._autocast():
+                tokens = (torch.stack([f["image_tokens"] for f in rows]) if "image_tokens" in rows[0]
+                          else tower_tokens(base, batch["pixel_values"], batch_size=1))
+                inputs = with_image_tokens(base, batch, tokens)
+            outputs = model(**inputs)
         else:
             outputs = model(**batch)
         loss = outputs.loss

@@ -187,6 +187,24 @@ def test_bf16_base_trains_float32_adapters_under_autocast(tmp_path, cache_dir, c
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
 
 
+def test_bf16_hf_llava_trains_through_the_cached_tower_tokens(tmp_path, cache_dir, ckpt):
+    # The cached path projects the tower's bf16 tokens with the float32 trainable projector: it must
+    # run under the same autocast as the model's own forward (found on an H200 at 7B shapes).
+    from mmcit.vision_cache import cacheable
+
+    args = [a for a in hf_args(ckpt) if not a.startswith("model.dtype=")] + ["model.dtype=bfloat16"]
+    cfg = cfg_for(tmp_path, cache_dir, args, "method={type: lora_ft}")
+    from mmcit.data.stream import load_data
+
+    model = build_model(cfg, load_data(cfg.data, cache_dir, quiet), cache_dir, quiet, progress=False)
+    assert model.autocast_dtype == torch.bfloat16 and cacheable(model.peft.get_base_model())
+    res = run(cfg, progress=False, log=quiet)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["complete"] and [len(r) for r in res["accuracy_matrix"]] == [1, 2]
+    losses = [l["first_loss"] for l in saved["timing"]["stages"]]
+    assert all(l == l and 0 < l < 100 for l in losses)
+
+
 def test_predict_loads_a_finished_hf_llava_run(tmp_path, cache_dir, ckpt):
     from PIL import Image
 
