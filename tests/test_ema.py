@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
 
-from mmcit.ema import AdaptiveEMA, layer_group
+from mmcit.ema import AdaptiveEMA as _AdaptiveEMA
+from mmcit.ema import layer_group
+
+# tests/test_ema_kernels.py runs the exactness tests below again with the fused Triton kernels
+# (under Triton's CPU interpreter): every AdaptiveEMA this file builds then takes that path.
+KERNEL = os.environ.get("MMCIT_TEST_EMA_KERNEL", "torch")
+
+
+def AdaptiveEMA(*args, **kwargs) -> _AdaptiveEMA:
+    kwargs.setdefault("kernel", KERNEL)
+    ema = _AdaptiveEMA(*args, **kwargs)
+    assert ema.kernel == KERNEL
+    return ema
 
 # -- the reference, written out plainly ---------------------------------------------------------
 
@@ -87,9 +100,13 @@ SHAPES = {"w1": (16, 8), "w2": (8, 16), "bias": (32,), "tiny": (2,), "cube": (4,
 # -- exactness ----------------------------------------------------------------------------------
 
 
-def test_matches_reference_over_steps():
-    params = make_params(SHAPES)
+@pytest.mark.parametrize("shapes", [SHAPES, {"big": (3, 4099), "w1": (16, 8), "long": (9000,), "tiny": (2,)}],
+                         ids=["small", "several-blocks"])
+def test_matches_reference_over_steps(shapes, monkeypatch):
+    params = make_params(shapes)
     ema = AdaptiveEMA(params.items())
+    if KERNEL == "triton":  # every step must take the fused path, not fall back to the plain one
+        monkeypatch.setattr(ema, "_group_norms", None)
     ref = RefEMA({n: [n] for n in params})
     gen = torch.Generator().manual_seed(1)
     seen_adaptive = seen_fallback = 0
@@ -108,7 +125,7 @@ def test_matches_reference_over_steps():
     assert seen_adaptive > 0 and seen_fallback > 0  # both branches were exercised
 
 
-def two_element_ema(**kwargs) -> tuple[AdaptiveEMA, torch.nn.Parameter]:
+def two_element_ema(**kwargs) -> tuple[_AdaptiveEMA, torch.nn.Parameter]:
     p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
     return AdaptiveEMA([("w", p)], **kwargs), p
 
