@@ -19,14 +19,12 @@ from typing import Callable
 
 import torch
 
-try:
-    from mmcit.ema import AdaptiveEMA
-except ModuleNotFoundError:  # run as a script from a checkout without installing the package
-    import sys
-    from pathlib import Path
+import sys
+from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mmcit.ema import AdaptiveEMA
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's mmcit, installed or not
+
+from mmcit.ema import AdaptiveEMA  # noqa: E402
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -130,6 +128,33 @@ def tiny_training_setup(device: str, dtype: torch.dtype):
     return named, full_step
 
 
+def agreement(named: list, granularity: str, kernel: str, steps: int = 5) -> None:
+    """``kernel`` (the fused one where it applies) against plain (torch) AdaptiveEMA on copies of the tensors over perturbed steps:
+    the largest relative differences of E and of the balance weights."""
+    gen = torch.Generator(device=named[0][1].device).manual_seed(0)
+    copies = [(n, torch.nn.Parameter(p.detach().clone())) for n, p in named]
+    fused = AdaptiveEMA(copies, granularity=granularity, kernel=kernel)
+    plain = AdaptiveEMA(copies, granularity=granularity, kernel="torch")
+    worst_alpha = 0.0
+    for _ in range(steps):
+        with torch.no_grad():
+            for _, p in copies:
+                p.grad = torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) * 1e-3
+                p.add_(torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) * 1e-4)
+        fused.update()
+        plain.update()
+        fa, pa = fused.last_alphas, plain.last_alphas
+        worst_alpha = max([worst_alpha] + [abs(fa[k] - pa[k]) / abs(pa[k]) for k in pa if pa[k] == pa[k]])
+    worst_e = max(((fused.shadow[n] - plain.shadow[n]).abs().max() / plain.shadow[n].abs().max()).item()
+                  for n, _ in copies)
+    print(f"agreement [{fused.kernel}] vs [torch] over {steps} steps: balance weights {worst_alpha:.2e}, "
+          f"EMA {worst_e:.2e} (largest relative differences); fallbacks {fused.num_fallbacks} vs "
+          f"{plain.num_fallbacks}")
+    if worst_e > 1e-5 or worst_alpha > 1e-4 or fused.num_fallbacks != plain.num_fallbacks:
+        raise SystemExit(f"kernel {fused.kernel} disagrees with the plain path")
+    del fused, plain, copies
+
+
 # -- timing ---------------------------------------------------------------------------------------
 
 
@@ -189,6 +214,9 @@ def main() -> None:
                     help="training step to compare with when there is no model (default 1430, LCIA.md)")
     ap.add_argument("--bandwidth-gbs", type=float, default=4300.0, help="for the floor time (H200: 4300)")
     ap.add_argument("--check-sync", action="store_true", help="cuda: fail if update() syncs with the host")
+    ap.add_argument("--kernel", default="auto", choices=["auto", "torch", "triton"], help="AdaptiveEMA's kernel")
+    ap.add_argument("--compare", action="store_true",
+                    help="also time kernel='torch', and check the fused path's values against it over 5 steps")
     args = ap.parse_args()
     dev = args.device
     dtype = getattr(torch, args.dtype) if args.dtype else (
@@ -208,21 +236,32 @@ def main() -> None:
         step_ms = run(full_step, args.warmup, args.iters)
 
     numel = sum(p.numel() for _, p in named)
-    ema = AdaptiveEMA(named, granularity=args.granularity)
+    if args.compare and args.kernel != "torch":
+        agreement(named, args.granularity, args.kernel)
+    ema = AdaptiveEMA(named, granularity=args.granularity, kernel=args.kernel)
     ref = ReferenceLoop(named)
     ema.update()  # the first call only copies; time the blending ones
     if args.check_sync and dev.startswith("cuda"):
+        ema.update()  # compile the fused kernels first
         torch.cuda.set_sync_debug_mode("error")
         ema.update()
         torch.cuda.set_sync_debug_mode(0)
-        print("sync check: update() made no host synchronisation")
+        print(f"sync check: update() [{ema.kernel}] made no host synchronisation")
     ema_ms = run(ema.update, args.warmup, args.iters)
+    others = {}
+    if args.compare and ema.kernel != "torch":
+        plain = AdaptiveEMA(named, granularity=args.granularity, kernel="torch")
+        plain.update()
+        others["update() [torch]"] = run(plain.update, args.warmup, args.iters)
+        del plain
     ref_ms = run(ref.update, args.warmup, args.iters)
 
     floor = traffic_floor_bytes(named)
     print(f"{label} on {dev}, {dtype}: {numel / 1e6:.2f}M trainable values in {len(named)} tensors, "
           f"granularity {args.granularity}, threads {torch.get_num_threads()}")
-    print(f"  update()            {ema_ms:9.3f} ms")
+    print(f"  update() [{ema.kernel}]{' ' * (9 - len(ema.kernel))}{ema_ms:9.3f} ms")
+    for name, ms in others.items():
+        print(f"  {name:18s}  {ms:9.3f} ms   ratio to update() [{ema.kernel}] = {ms / ema_ms:.2f}x")
     print(f"  reference loop      {ref_ms:9.3f} ms   ratio reference/update = {ref_ms / ema_ms:.2f}x")
     if step_ms is not None:
         source = "measured" if not args.llava7b else "given"

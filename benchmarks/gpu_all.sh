@@ -8,8 +8,12 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 if [[ "${TOY:-0}" == 1 ]]; then
     $PY benchmarks/gpu_check.py --toy
-    $PY benchmarks/bench_ema.py --llava7b --toy
+    $PY benchmarks/bench_ema.py --llava7b --toy --compare
+    TRITON_INTERPRET=1 $PY benchmarks/bench_ema.py --llava7b --toy --compare --kernel triton --iters 2
 else
-    $PY benchmarks/gpu_check.py
-    $PY benchmarks/bench_ema.py --device cuda --llava7b
+    # The EMA benchmark first: it also checks the fused kernels against the plain path on the GPU;
+    # should they fail there, the end-to-end check still runs, on the plain path.
+    kernel=auto
+    $PY benchmarks/bench_ema.py --device cuda --llava7b --check-sync --compare || kernel=torch
+    $PY benchmarks/gpu_check.py --ema-kernel $kernel
 fi

@@ -11,8 +11,10 @@ projector trainable), then:
    samples, gradient checkpointing; then adds a second adapter (copied from the first) and trains
    it a few steps too;
 2. times the same number of optimizer steps with a bare loop (forward, backward, clip, AdamW step,
-   nothing of mmcit's) and with ``train_stage`` + ``lora_ft`` (mmcit's hooks, no EMA): per-step
-   times are differences between runs of N and 2N steps, so encoding and warm-up cancel out;
+   nothing of mmcit's; once running the frozen tower every step as plain transformers does, once on
+   the tower's tokens computed once, as ``train_stage`` does) and with ``train_stage`` + ``lora_ft``
+   (mmcit's hooks, no EMA): per-step times are differences between runs of N and 2N steps, so
+   encoding and warm-up cancel out; the hooks' overhead is against the bare loop on cached tokens;
 3. times ``AdaptiveEMA.update()`` alone (CUDA events) as a share of one training step;
 4. saves both adapters as a checkpoint and reloads them into a fresh wrapper (tensors must match);
 5. generates 16 new tokens after a 704-token prompt, one sample at a time and in batches of 32.
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -51,10 +54,10 @@ WORDS = ("red green blue cat dog house tree what where which colour shape left r
 def sizes(toy: bool) -> dict:
     if toy:
         return dict(image=32, patch=8, v_hidden=32, v_layers=2, v_heads=2, v_inter=64, hidden=64, layers=2, heads=2,
-                    inter=128, vocab=512, r=8, alpha=16, batch=4, eval_batch=4, text_tokens=24, steps=2, new_tokens=4)
+                    inter=128, vocab=512, r=8, alpha=16, batch=4, eval_batch=4, text_tokens=24, steps=4, new_tokens=4)
     return dict(image=336, patch=14, v_hidden=1024, v_layers=24, v_heads=16, v_inter=4096, hidden=4096, layers=32,
                 heads=32, inter=11008, vocab=32064, r=128, alpha=256, batch=16, eval_batch=32, text_tokens=128,
-                steps=4, new_tokens=16)
+                steps=6, new_tokens=16)
 
 
 def build(s: dict, device: str, dtype: torch.dtype):
@@ -80,7 +83,7 @@ def build(s: dict, device: str, dtype: torch.dtype):
     processor = build_processor(tok, s["image"], s["patch"])
     torch.manual_seed(0)
     model = MMModel.from_base(base, processor, LoraSettings(r=s["r"], alpha=s["alpha"], dropout=0.05),
-                              gradient_checkpointing=device != "cpu")
+                              gradient_checkpointing=True)
     return model
 
 
@@ -105,55 +108,81 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bare_loop(model: MMModel, feats: list[dict], cfg: TrainConfig, steps: int, device: str) -> float:
-    """The same optimizer steps with nothing of mmcit's: the baseline for the hooks' overhead."""
+def bare_loop(model: MMModel, feats: list[dict], cfg: TrainConfig, steps: int, device: str,
+              tokens: torch.Tensor | None = None) -> list[float]:
+    """The same optimizer steps with nothing of mmcit's: the baseline for the hooks' overhead.
+
+    With ``tokens`` (the frozen tower's output per sample, computed once) each step projects them as
+    ``train_stage`` does, so the only difference left from mmcit's loop is its hooks; without, each
+    step runs the tower through the model's own forward (plain transformers)."""
     from mmcit.train import make_optimizer
+    from mmcit.vision_cache import with_image_tokens
 
     opt = make_optimizer(model, cfg)
     params = [p for _, p in model.trainable_named_parameters()]
     pad = model.tokenizer.pad_token_id
+    base = model.peft.get_base_model()
     model.train()
     sync(device)
-    t0 = time.perf_counter()
+    stamps = [time.perf_counter()]
     for k in range(steps):
-        batch = collate(feats[(k * cfg.batch_size) % len(feats):][: cfg.batch_size], pad, "right")
+        start = (k * cfg.batch_size) % len(feats)
+        batch = collate(feats[start:][: cfg.batch_size], pad, "right")
+        if tokens is not None:
+            with model._autocast():
+                batch = with_image_tokens(base, batch, tokens[start:][: cfg.batch_size])
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         loss.item()  # what train_stage's progress bar reads each step too
-    sync(device)
-    return time.perf_counter() - t0
+        sync(device)
+        stamps.append(time.perf_counter())
+    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
 def mmcit_loop(model: MMModel, data: list[Sample], cfg: TrainConfig, steps: int, method_type: str,
-               device: str) -> float:
+               device: str) -> list[float]:
+    """``train_stage`` with a method; the seconds between the ends of consecutive optimizer steps
+    (the method's own hook included), read by a synchronising hook after each step."""
     from mmcit.train import train_stage
 
     method = build_method(AdaptiveEMAConfig() if method_type == "adaptive_ema" else MethodConfig(type=method_type))
     method.setup(model, RunContext(run_dir=Path(tempfile.mkdtemp()), task_names=["bench"]))
     stage = Stage(name="bench", train=[], evaluate=[], index=0)
     method.before_task(stage, model)
-    sync(device)
-    t0 = time.perf_counter()
+    stamps: list[float] = []
+    hook = method.after_optimizer_step
+
+    def timed(m):
+        hook(m)
+        sync(device)
+        stamps.append(time.perf_counter())
+
+    method.after_optimizer_step = timed
     train_stage(model, method, data, replace(cfg, max_steps=steps), seed=0, progress=False)
-    sync(device)
-    return time.perf_counter() - t0
+    return [b - a for a, b in zip(stamps, stamps[1:])]
 
 
-def per_step(fn, steps: int) -> float:
-    """Seconds per step from runs of ``steps`` and ``2 * steps`` (fixed costs cancel)."""
-    fn(1)  # warm-up: kernels, allocator, autotuning
-    return (fn(2 * steps) - fn(steps)) / steps
+def per_step(times: list[float]) -> float:
+    """Median seconds per step, leaving out the first interval (warm-up)."""
+    return statistics.median(times[1:])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--toy", action="store_true", help="toy sizes (CPU, seconds) to test the script itself")
+    ap.add_argument("--ema-kernel", default="auto", choices=["auto", "torch", "triton"],
+                    help="AdaptiveEMA's kernel in the adaptive_ema training loop (default: auto)")
     args = ap.parse_args()
+    if args.ema_kernel != "auto":
+        from mmcit.methods.adaptive_ema import AdaptiveEMAMethod
+
+        kwargs = AdaptiveEMAMethod.ema_kwargs
+        AdaptiveEMAMethod.ema_kwargs = lambda self: {**kwargs(self), "kernel": args.ema_kernel}
     device = "cuda" if torch.cuda.is_available() and not args.toy else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = torch.bfloat16  # on CPU too, so that --toy goes through the same mixed-precision paths
     s = sizes(args.toy)
     t_start = time.perf_counter()
     model = build(s, device, dtype)
@@ -169,30 +198,51 @@ def main() -> None:
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    bare = per_step(lambda n: bare_loop(model, feats, cfg, n, device), s["steps"])
-    hooks = per_step(lambda n: mmcit_loop(model, data, cfg, n, "lora_ft", device), s["steps"])
-    with_ema = per_step(lambda n: mmcit_loop(model, data, cfg, n, "adaptive_ema", device), s["steps"])
-    print(f"train step (batch {s['batch']}): bare loop {bare:.3f}s, mmcit lora_ft {hooks:.3f}s "
-          f"(hooks {100 * (hooks / bare - 1):+.1f}%), mmcit adaptive_ema {with_ema:.3f}s "
-          f"({100 * (with_ema / hooks - 1):+.1f}% over lora_ft)")
+    from mmcit.vision_cache import tower_tokens
+
+    with model._autocast():
+        image_tokens = tower_tokens(model.peft.get_base_model(), torch.stack([f["pixel_values"] for f in feats]), 1)
+    n = s["steps"]
+    # Two rounds of the bare loop and mmcit's, interleaved, so that drift shows as a spread.
+    runs: dict[str, list[float]] = {}
+    for name, fn in [("bare loop, tower each step", lambda: bare_loop(model, feats, cfg, n, device)),
+                     ("bare loop, cached tower tokens", lambda: bare_loop(model, feats, cfg, n, device, image_tokens)),
+                     ("mmcit lora_ft", lambda: mmcit_loop(model, data, cfg, n, "lora_ft", device)),
+                     ("mmcit adaptive_ema", lambda: mmcit_loop(model, data, cfg, n, "adaptive_ema", device)),
+                     ("bare loop, cached tower tokens", lambda: bare_loop(model, feats, cfg, n, device, image_tokens)),
+                     ("mmcit lora_ft", lambda: mmcit_loop(model, data, cfg, n, "lora_ft", device))]:
+        runs.setdefault(name, []).append(per_step(fn()))
+    for name, values in runs.items():
+        print(f"  {name:32s} " + ", ".join(f"{v:.3f}" for v in values) + " s/step (median of each run)")
+    plain = statistics.mean(runs["bare loop, tower each step"])
+    bare = statistics.mean(runs["bare loop, cached tower tokens"])
+    hooks = statistics.mean(runs["mmcit lora_ft"])
+    with_ema = statistics.mean(runs["mmcit adaptive_ema"])
+    print(f"train step (batch {s['batch']}): mmcit lora_ft {hooks:.3f}s, hooks {100 * (hooks / bare - 1):+.1f}% "
+          f"against the bare loop on cached tower tokens ({100 * (hooks / plain - 1):+.1f}% against the bare loop "
+          f"that runs the tower each step); adaptive_ema {with_ema:.3f}s ({100 * (with_ema / hooks - 1):+.1f}% "
+          f"over lora_ft)")
     print(f"training throughput: {s['batch'] * tokens / hooks:.0f} tokens/s (mmcit loop)")
 
     from mmcit.ema import AdaptiveEMA
 
     loss = model(**collate(feats[: s["batch"]], model.tokenizer.pad_token_id, "right")).loss
     loss.backward()  # gradients present, as right after optimizer.step()
-    ema = AdaptiveEMA(model.trainable_named_parameters())
-    ema.update()
-    sync(device)
-    reps = 20
-    t0 = time.perf_counter()
-    for _ in range(reps):
+    for kernel in dict.fromkeys((args.ema_kernel, "torch")):
+        ema = AdaptiveEMA(model.trainable_named_parameters(), kernel=kernel)
         ema.update()
-    sync(device)
-    update = (time.perf_counter() - t0) / reps
-    print(f"AdaptiveEMA.update(): {1e3 * update:.2f} ms = {100 * update / hooks:.2f}% of a training step")
+        ema.update()  # warm-up (the fused kernels compile on their first call)
+        sync(device)
+        reps = 20
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            ema.update()
+        sync(device)
+        update = (time.perf_counter() - t0) / reps
+        print(f"AdaptiveEMA.update() [{ema.kernel}]: {1e3 * update:.2f} ms = {100 * update / hooks:.2f}% of a "
+              f"training step")
+        del ema
     model.peft.zero_grad(set_to_none=True)
-    del ema
 
     # A second adapter, copied from the first, trained a few steps; then save and reload both.
     model.add_adapter("group_2", copy_from="default")
