@@ -178,7 +178,7 @@ def timer(device: str) -> Callable[[Callable[[], None], int, int], float]:
                 t0 = time.perf_counter()
                 fn()
                 times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
+        return statistics.median(times) if times else math.nan
 
     return run
 
@@ -208,8 +208,8 @@ def main() -> None:
     ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                     help="parameter/gradient dtype (default: bfloat16 for --llava7b on cuda, else float32)")
     ap.add_argument("--granularity", default="tensor", choices=["tensor", "layer"])
-    ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=None, help="timed calls (default 20 on a GPU, 200 on a CPU)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3 on a GPU, 20 on a CPU)")
     ap.add_argument("--train-step-ms", type=float, default=None,
                     help="training step to compare with when there is no model (default 1430, LCIA.md)")
     ap.add_argument("--bandwidth-gbs", type=float, default=4300.0, help="for the floor time (H200: 4300)")
@@ -219,6 +219,10 @@ def main() -> None:
                     help="also time kernel='torch', and check the fused path's values against it over 5 steps")
     args = ap.parse_args()
     dev = args.device
+    gpu = dev.startswith("cuda")
+    # A shared CPU is noisy: many more calls for a stable median.
+    args.iters = args.iters if args.iters is not None else (20 if gpu else 200)
+    args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 20)
     dtype = getattr(torch, args.dtype) if args.dtype else (
         torch.bfloat16 if args.llava7b and dev.startswith("cuda") else torch.float32)
     run = timer(dev)
@@ -247,14 +251,21 @@ def main() -> None:
         ema.update()
         torch.cuda.set_sync_debug_mode(0)
         print(f"sync check: update() [{ema.kernel}] made no host synchronisation")
-    ema_ms = run(ema.update, args.warmup, args.iters)
-    others = {}
+    fns = {"ema": ema.update, "ref": ref.update}
     if args.compare and ema.kernel != "torch":
         plain = AdaptiveEMA(named, granularity=args.granularity, kernel="torch")
         plain.update()
-        others["update() [torch]"] = run(plain.update, args.warmup, args.iters)
-        del plain
-    ref_ms = run(ref.update, args.warmup, args.iters)
+        fns["plain"] = plain.update
+    # Interleaved, one call of each in turn, so that a drift of the machine's speed hits all alike.
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for k, fn in fns.items():
+        run(fn, args.warmup, 0)
+    for _ in range(args.iters):
+        for k, fn in fns.items():
+            times[k].append(run(fn, 0, 1))
+    ema_ms, ref_ms = statistics.median(times["ema"]), statistics.median(times["ref"])
+    others = {"update() [torch]": statistics.median(times["plain"])} if "plain" in times else {}
+    fns.clear()
 
     floor = traffic_floor_bytes(named)
     print(f"{label} on {dev}, {dtype}: {numel / 1e6:.2f}M trainable values in {len(named)} tensors, "

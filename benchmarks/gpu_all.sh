@@ -9,7 +9,7 @@ PY=${PYTHON:-python}
 if [[ "${TOY:-0}" == 1 ]]; then
     $PY benchmarks/gpu_check.py --toy
     $PY benchmarks/bench_ema.py --llava7b --toy --compare
-    TRITON_INTERPRET=1 $PY benchmarks/bench_ema.py --llava7b --toy --compare --kernel triton --iters 2
+    TRITON_INTERPRET=1 $PY benchmarks/bench_ema.py --llava7b --toy --compare --kernel triton --iters 2 --warmup 1
 else
     # The EMA benchmark first: it also checks the fused kernels against the plain path on the GPU;
     # should they fail there, the end-to-end check still runs, on the plain path.
