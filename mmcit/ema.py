@@ -289,9 +289,10 @@ class AdaptiveEMA:
     def _l1(self, tensors: list[torch.Tensor], scratch: bool = False) -> list[torch.Tensor]:
         """L1 norm of each tensor in the accumulation dtype (``scratch``: the tensors may be overwritten).
 
-        On a CPU, ``abs().sum()`` (a cascade sum): ``torch._foreach_norm`` there accumulates
-        sequentially, 2e-6 relative off for 10^4 elements and 2e-5 for 10^6 (measured against float64
-        sums), and it is also about 3x slower. On a GPU the foreach norm is a tree reduction (accurate)."""
+        On a CPU, one foreach ``abs`` and then a ``sum`` per tensor (a cascade sum):
+        ``torch._foreach_norm`` there accumulates sequentially, 2e-6 relative off for 10^4 elements
+        and 2e-5 for 10^6 (measured against float64 sums), and is slower too (10 against 3.7 ms for
+        twenty 128 x 4096 tensors). On a GPU the foreach norm is a tree reduction (accurate)."""
         if self.device.type == "cpu":
             if scratch:
                 torch._foreach_abs_(tensors)
