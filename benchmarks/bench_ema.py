@@ -178,7 +178,7 @@ def timer(device: str) -> Callable[[Callable[[], None], int, int], float]:
                 t0 = time.perf_counter()
                 fn()
                 times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times) if times else math.nan
+        return statistics.median(times)
 
     return run
 
@@ -224,7 +224,7 @@ def main() -> None:
     args.iters = args.iters if args.iters is not None else (20 if gpu else 200)
     args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 20)
     dtype = getattr(torch, args.dtype) if args.dtype else (
-        torch.bfloat16 if args.llava7b and dev.startswith("cuda") else torch.float32)
+        torch.bfloat16 if args.llava7b and gpu else torch.float32)
     run = timer(dev)
 
     step_ms: float | None = None
@@ -245,7 +245,7 @@ def main() -> None:
     ema = AdaptiveEMA(named, granularity=args.granularity, kernel=args.kernel)
     ref = ReferenceLoop(named)
     ema.update()  # the first call only copies; time the blending ones
-    if args.check_sync and dev.startswith("cuda"):
+    if args.check_sync and gpu:
         ema.update()  # compile the fused kernels first
         torch.cuda.set_sync_debug_mode("error")
         ema.update()
@@ -258,8 +258,9 @@ def main() -> None:
         fns["plain"] = plain.update
     # Interleaved, one call of each in turn, so that a drift of the machine's speed hits all alike.
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for k, fn in fns.items():
-        run(fn, args.warmup, 0)
+    for fn in fns.values():
+        for _ in range(args.warmup):
+            fn()
     for _ in range(args.iters):
         for k, fn in fns.items():
             times[k].append(run(fn, 0, 1))

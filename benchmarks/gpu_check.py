@@ -13,9 +13,11 @@ projector trainable), then:
 2. times the same number of optimizer steps with a bare loop (forward, backward, clip, AdamW step,
    nothing of mmcit's; once running the frozen tower every step as plain transformers does, once on
    the tower's tokens computed once, as ``train_stage`` does) and with ``train_stage`` + ``lora_ft``
-   (mmcit's hooks, no EMA): per-step times are differences between runs of N and 2N steps, so
-   encoding and warm-up cancel out; the hooks' overhead is against the bare loop on cached tokens;
-3. times ``AdaptiveEMA.update()`` alone (CUDA events) as a share of one training step;
+   (mmcit's hooks, no EMA), in interleaved runs: a step's time is the median interval between the
+   ends of consecutive optimizer steps, the first left out; the hooks' overhead is against the
+   bare loop on cached tokens;
+3. times ``AdaptiveEMA.update()`` alone (20 back-to-back calls, fused and plain kernel) as a share
+   of one training step;
 4. saves both adapters as a checkpoint and reloads them into a fresh wrapper (tensors must match);
 5. generates 16 new tokens after a 704-token prompt, one sample at a time and in batches of 32.
 

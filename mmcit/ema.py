@@ -346,14 +346,15 @@ class AdaptiveEMA:
         self._blends.add_(blend)
         self._initialized.logical_or_(valid)
 
+        per_tensor_weight = weight.to(self.state_dtype)[self._gidx]  # lerp wants E's dtype
+        per_tensor_valid = valid[self._gidx]
         if fused is not None:
-            self._fused.blend(fused, thetas, self._shadow, grads, self._grad_prev,
-                              weight.to(self.state_dtype)[self._gidx], valid[self._gidx])
+            self._fused.blend(fused, thetas, self._shadow, grads, self._grad_prev, per_tensor_weight,
+                              per_tensor_valid)
             self._steps += 1
             return
-        weight_t = weight.to(self.state_dtype)[self._gidx].unbind(0)  # lerp wants E's dtype
-        valid_t = valid[self._gidx].unbind(0)
-        for E, theta, g, gp, w, ok_t in zip(self._shadow, thetas, grads, self._grad_prev, weight_t, valid_t):
+        for E, theta, g, gp, w, ok_t in zip(self._shadow, thetas, grads, self._grad_prev,
+                                            per_tensor_weight.unbind(0), per_tensor_valid.unbind(0)):
             # A skipped group's parameters may hold NaN (the optimizer applied its NaN gradient):
             # lerping towards E itself keeps E bit-identical, where weight 0 * NaN would poison it.
             target = torch.where(ok_t, theta, E)
