@@ -5,9 +5,9 @@
     python benchmarks/bench_ema.py --device cuda --llava7b  # 340.8M values in 452 tensors
 
 Prints figures only (no assertions). The reference loop is the authors' form: one ``float(...)``
-host sync per norm per tensor. The memory-traffic floor is LCIA.md's: read theta, E, g and g_prev
+host sync per norm per tensor. The memory-traffic floor (docs/method.md): read theta, E, g and g_prev
 twice, write E and g_prev once, at the dtypes in use. Without a model (``--llava7b``) the training
-step is LCIA.md's measured 1.43 s on one H200 unless ``--train-step-ms`` says otherwise.
+step is the reference's measured 1.43 s on one H200 unless ``--train-step-ms`` says otherwise.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 class ReferenceLoop:
-    """LCIA.md's reference update, tensor by tensor, with a host sync per norm (float32 state)."""
+    """The reference update, tensor by tensor, with a host sync per norm (float32 state)."""
 
     def __init__(self, named: list[tuple[str, torch.nn.Parameter]], scale: float = 2.0, fallback: float = 0.01):
         self.params = [p for _, p in named]
@@ -184,7 +184,7 @@ def timer(device: str) -> Callable[[Callable[[], None], int, int], float]:
 
 
 def traffic_floor_bytes(named: list, state_dtype: torch.dtype = torch.float32) -> int:
-    """LCIA.md: read theta, E, g, g_prev twice, write E and g_prev once."""
+    """The floor: read theta, E, g, g_prev twice, write E and g_prev once."""
     total = 0
     s = torch.tensor([], dtype=state_dtype).element_size()
     for _, p in named:
@@ -211,7 +211,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=None, help="timed calls (default 20 on a GPU, 200 on a CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 3 on a GPU, 20 on a CPU)")
     ap.add_argument("--train-step-ms", type=float, default=None,
-                    help="training step to compare with when there is no model (default 1430, LCIA.md)")
+                    help="training step to compare with when there is no model (default 1430, the reference step on one H200)")
     ap.add_argument("--bandwidth-gbs", type=float, default=4300.0, help="for the floor time (H200: 4300)")
     ap.add_argument("--check-sync", action="store_true", help="cuda: fail if update() syncs with the host")
     ap.add_argument("--kernel", default="auto", choices=["auto", "torch", "triton"], help="AdaptiveEMA's kernel")

@@ -6,7 +6,7 @@ Runs, from the demo's configuration (configs/demo/base.yaml) and its cached pret
   2. lora_ft over the whole stream -> final average accuracy and forgetting;
   3. multitask (all tasks jointly) -> average accuracy.
 Prints a table (and writes it as JSON with --out). Extra ``key=value`` arguments override the
-config of every run, e.g. ``train.epochs=4 data.scale=2``.
+config of every run, e.g. ``train.epochs=4 data.sample_factor=2``.
 
     python benchmarks/calibrate_synthetic.py [--jobs 2] [--out calib.json] [key=value ...]
 """
@@ -29,7 +29,7 @@ BASE = REPO / "configs" / "demo" / "lora_ft.yaml"
 def _run(overrides: list[str]) -> dict:
     os.environ["OMP_NUM_THREADS"] = "1"
     from mmcit.config import load_config
-    from mmcit.runner import run
+    from mmcit.recipe import run
 
     return run(load_config(BASE, overrides), progress=False, log=lambda m: None)
 
@@ -44,8 +44,8 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     from mmcit.config import load_config
     from mmcit.data.stream import load_data
-    from mmcit.pretrain import default_cache_dir
-    from mmcit.runner import build_model
+    from mmcit.data.config import default_cache_dir
+    from mmcit.models.factory import build_model
 
     tmp = Path(tempfile.mkdtemp(prefix="mmcit-calib-"))
     common = [*args.overrides, f"threads={1 if args.jobs > 1 else 0}"]

@@ -41,13 +41,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mmcit.config import TrainConfig  # noqa: E402
+from mmcit.training.config import TrainConfig  # noqa: E402
 from mmcit.data.collate import collate  # noqa: E402
 from mmcit.data.sample import Sample  # noqa: E402
 from mmcit.methods import build_method  # noqa: E402
 from mmcit.methods.adaptive_ema import AdaptiveEMAConfig  # noqa: E402
 from mmcit.methods.base import MethodConfig, RunContext, Stage  # noqa: E402
-from mmcit.model import LoraSettings, MMModel  # noqa: E402
+from mmcit.models.wrapper import LoraSettings, MMModel  # noqa: E402
 
 WORDS = ("red green blue cat dog house tree what where which colour shape left right answer question "
          "image picture object small large count how many is there a the of on in").split()
@@ -65,8 +65,8 @@ def sizes(toy: bool) -> dict:
 def build(s: dict, device: str, dtype: torch.dtype):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from mmcit.tiny import build_processor
-    from mmcit.tokenizer import train_tokenizer
+    from mmcit.models.tiny_llava.build import build_processor
+    from mmcit.models.tiny_llava.tokenizer import train_tokenizer
 
     tok = train_tokenizer([" ".join(WORDS)] * 20 + ["USER: ASSISTANT:"], vocab_size=300)
     vision = CLIPVisionConfig(image_size=s["image"], patch_size=s["patch"], hidden_size=s["v_hidden"],
@@ -117,8 +117,8 @@ def bare_loop(model: MMModel, feats: list[dict], cfg: TrainConfig, steps: int, d
     With ``tokens`` (the frozen tower's output per sample, computed once) each step projects them as
     ``train_stage`` does, so the only difference left from mmcit's loop is its hooks; without, each
     step runs the tower through the model's own forward (plain transformers)."""
-    from mmcit.train import make_optimizer
-    from mmcit.vision_cache import with_image_tokens
+    from mmcit.training.optim import make_optimizer
+    from mmcit.models.tower_cache import with_image_tokens
 
     opt = make_optimizer(model, cfg)
     params = [p for _, p in model.trainable_named_parameters()]
@@ -148,12 +148,12 @@ def mmcit_loop(model: MMModel, data: list[Sample], cfg: TrainConfig, steps: int,
                device: str) -> list[float]:
     """``train_stage`` with a method; the seconds between the ends of consecutive optimizer steps
     (the method's own hook included), read by a synchronising hook after each step."""
-    from mmcit.train import train_stage
+    from mmcit.training.loop import train_stage
 
     method = build_method(AdaptiveEMAConfig() if method_type == "adaptive_ema" else MethodConfig(type=method_type))
     method.setup(model, RunContext(run_dir=Path(tempfile.mkdtemp()), task_names=["bench"]))
     stage = Stage(name="bench", train=[], evaluate=[], index=0)
-    method.before_task(stage, model)
+    method.before_stage(stage, model)
     stamps: list[float] = []
     hook = method.after_optimizer_step
 
@@ -200,7 +200,7 @@ def main() -> None:
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    from mmcit.vision_cache import tower_tokens
+    from mmcit.models.tower_cache import tower_tokens
 
     with model._autocast():
         image_tokens = tower_tokens(model.peft.get_base_model(), torch.stack([f["pixel_values"] for f in feats]), 1)
@@ -249,7 +249,7 @@ def main() -> None:
     # A second adapter, copied from the first, trained a few steps; then save and reload both.
     model.add_adapter("group_2", copy_from="default")
     mmcit_loop(model, data, cfg, s["steps"], "adaptive_ema", device)
-    from mmcit.checkpoint import read_state, restore_adapters, save_checkpoint
+    from mmcit.training.checkpoint import read_state, restore_adapters, save_checkpoint
 
     run_dir = Path(tempfile.mkdtemp())
     method = build_method(MethodConfig(type="lora_ft"))

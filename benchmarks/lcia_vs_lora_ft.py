@@ -30,8 +30,8 @@ def _build_base(overrides: list[str]) -> float:
     os.environ["OMP_NUM_THREADS"] = "1"
     from mmcit.config import load_config
     from mmcit.data.stream import load_data
-    from mmcit.pretrain import default_cache_dir
-    from mmcit.runner import build_model
+    from mmcit.data.config import default_cache_dir
+    from mmcit.models.factory import build_model
 
     cfg = load_config(DEMO / "lora_ft.yaml", overrides)
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
@@ -43,7 +43,7 @@ def _build_base(overrides: list[str]) -> float:
 def _run(config: str, overrides: list[str]) -> dict:
     os.environ["OMP_NUM_THREADS"] = "1"
     from mmcit.config import load_config
-    from mmcit.runner import run
+    from mmcit.recipe import run
 
     result = run(load_config(DEMO / config, overrides), progress=False, log=lambda m: None)
     ema = (result.get("method_summary") or {}).get("ema") or {}

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from mmcit.tokenizer import train_tokenizer
+    from mmcit.models.tiny_llava.tokenizer import train_tokenizer
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -52,8 +52,8 @@ def _train_and_score(model, train, test, mode: str, steps: int, lr: float, seed:
     import torch
 
     from mmcit.data.collate import collate
-    from mmcit.evaluate import generate_answers
-    from mmcit.vision_cache import cached_tower_tokens, with_image_tokens
+    from mmcit.evaluation.generate import generate_answers
+    from mmcit.models.tower_cache import cached_tower_tokens, with_image_tokens
 
     base = model.peft.get_base_model()
     if mode == "full":  # the whole language model and its output layer as well as the projector
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from mmcit.config import load_config
     from mmcit.data.stream import load_data
-    from mmcit.pretrain import default_cache_dir
-    from mmcit.runner import build_model
+    from mmcit.data.config import default_cache_dir
+    from mmcit.models.factory import build_model
 
     rows = []
     for start, extra in (("caption-pretrained base", []), ("random LM", ["model.pretrain.enabled=false"])):

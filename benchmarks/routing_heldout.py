@@ -41,7 +41,7 @@ except ModuleNotFoundError:  # run as a script from a checkout without installin
 
 from data_recipes import coin, synthetic
 from mmcit.data.sample import Sample
-from mmcit.embedders import build_embedder
+from mmcit.routing.embedders import build_embedder
 from mmcit.routing import Router
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,11 +101,11 @@ def generation_seconds(heldout: list[Sample], cache_dir: Path, max_new_tokens: i
 
     from mmcit.config import load_config
     from mmcit.data.stream import load_data
-    from mmcit.evaluate import generate_answers
-    from mmcit.runner import build_model
+    from mmcit.evaluation.generate import generate_answers
+    from mmcit.models.factory import build_model
 
     cfg = load_config(REPO / "configs" / "demo" / "lcia.yaml",
-                      [f"data.cache_dir={cache_dir}", "model.pretrain.enabled=false", "data.scale=0.05"])
+                      [f"data.cache_dir={cache_dir}", "model.pretrain.enabled=false", "data.sample_factor=0.05"])
     data = load_data(cfg.data, cache_dir, log=lambda m: None)
     model = build_model(cfg, data, cache_dir, log=lambda m: None, progress=False)
     generate_answers(model, heldout[:batch_size], [None] * batch_size, batch_size, 2, progress=False)  # warm-up

@@ -1,1 +1,7 @@
-"""Data recipes: readers for real benchmarks (CoIN) and the built-in synthetic benchmark generator."""
+"""Data recipes: how each dataset becomes a stream of tasks.
+
+Importing this package registers its readers with mmcit (``coin``: CoIN's file layout;
+``synthetic``: the built-in benchmark, generated and then read in that layout). mmcit imports it
+through the ``mmcit.plugins`` entry point in ``pyproject.toml``, never by name.
+"""
+from data_recipes import coin, synthetic  # noqa: F401  (registration)

@@ -1,6 +1,6 @@
 """Reader for CoIN instruction files (real CoIN and the synthetic benchmark alike).
 
-Layout (docs/COIN.md): ``<instruction_root>/<Variant>/<Task>/{train,test}.json``, image paths in the
+Layout (docs/coin.md): ``<instruction_root>/<Variant>/<Task>/{train,test}.json``, image paths in the
 records relative to ``<image_root>``. Train records are LLaVA conversations, test records carry
 ``question_id``, ``image``, ``text`` and ``answer`` (Grounding adds ``answer_bbox`` and ``size``).
 
@@ -26,11 +26,18 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path, PurePosixPath, PureWindowsPath
 import warnings
-from typing import Any, Iterable
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Callable, Iterable
 
+from data_recipes.arrow_cache import cache_key, cached_parse
+
+from mmcit.data.config import DataConfig
+from mmcit.data.prompts import extract_instruction, strip_image_tag
+from mmcit.data.readers import READERS, LayoutReader
 from mmcit.data.sample import Sample, TaskData
+from mmcit.data.stream import StreamData
+from mmcit.errors import ConfigError, DataError, SkippedSamplesWarning
 
 #: Scorer name of each CoIN task, in CoIN's order.
 TASK_SCORERS: dict[str, str] = {
@@ -46,46 +53,6 @@ VARIANT_ALIASES: dict[str, str] = {
 }
 TEXTVQA_GOLDS = Path("TextVQA") / "TextVQA_0.5.1_val.json"
 _OPTION_LINE = re.compile(r"^[A-Z]\. ", re.MULTILINE)
-
-
-#: Kinds of ``DataError``: what a checker groups problems by.
-ERROR_KINDS: tuple[str, ...] = ("missing_file", "bad_file", "record", "missing_image", "unreadable_image")
-
-
-class DataError(ValueError):
-    """A benchmark file is missing, unreadable or malformed; the message names file and record.
-
-    The keyword attributes let tools group problems without parsing messages: ``kind`` is one of
-    ``ERROR_KINDS`` ("record": a malformed record, the default), ``path`` the file, ``index`` the
-    record index (None for a file-level problem) and ``image`` the image path as written in the
-    record (image problems only). Plain ``DataError(message)`` keeps working.
-    """
-
-    def __init__(self, message: str, *, kind: str = "record", path: Path | None = None,
-                 index: int | None = None, image: str | None = None) -> None:
-        super().__init__(message)
-        self.kind, self.path, self.index, self.image = kind, path, index, image
-
-
-class SkippedSamplesWarning(UserWarning):
-    """Samples were dropped by ``skip_missing_images=True`` and the caller passed no ``skipped`` dict."""
-
-
-def strip_image_tag(text: str) -> str:
-    """``text`` without the ``<image>`` tag and the newline that separates it from the prompt."""
-    return text.replace("<image>\n", "").replace("\n<image>", "").replace("<image>", "").strip()
-
-
-def extract_instruction(task: str, prompt: str) -> str:
-    """The task-level instruction of a prompt (with or without ``<image>``), by CoIN's rules."""
-    lines = [ln.strip() for ln in strip_image_tag(prompt).split("\n") if ln.strip()]
-    if not lines:
-        return ""
-    if task == "ImageNet":
-        return lines[0]
-    if task == "Grounding":
-        return lines[-1].split(": ", 1)[0]
-    return lines[-1]
 
 
 def _where(path: Path, index: int | None) -> str:
@@ -268,8 +235,6 @@ def load_task(instruction_root: Path | str, image_root: Path | str, variant: str
             raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
         path = instruction_root / variant_dir(variant) / task / f"{split}.json"
         if cache_dir is not None and errors is None:
-            from data_recipes.arrow_cache import cache_key, cached_parse
-
             options = {"task": task, "split": split, "limit": limit, "image_root": str(image_root),
                        "check": check_images, "verify": verify_images, "skip_missing": skip_missing_images}
             extra = [image_root / TEXTVQA_GOLDS] if split == "test" and task == "TextVQA" else []
@@ -344,3 +309,59 @@ def load_stream(instruction_root: Path | str, image_root: Path | str, variant: s
     """``load_task`` for each task of a stream, in the given order (same keyword options, so
     ``skipped`` and ``errors`` gather the counts and problems of every task)."""
     return [load_task(instruction_root, image_root, variant, t, **kwargs) for t in tasks]
+
+
+def read_stream(instruction_root: Path, image_root: Path, variant: str, tasks: list[str], key: str,
+                arrow_cache: Path | None = None) -> StreamData:
+    """A whole stream in CoIN's layout, with the pretraining records of ``Pretrain/train.json`` when
+    the tree has them (the synthetic benchmark's captions)."""
+    loaded = load_stream(instruction_root, image_root, variant, tasks, cache_dir=arrow_cache)
+    captions: list[Sample] = []
+    pretrain_file = instruction_root / "Pretrain" / "train.json"
+    if pretrain_file.exists():
+        captions = load_records(pretrain_file, image_root, task="Pretrain", split="train")
+    return StreamData(loaded, captions, instruction_root, image_root, key)
+
+
+@READERS.register
+class CoinReader(LayoutReader):
+    """CoIN's layout: <instruction_root>/<variant>/<task>/{train,test}.json, images under image_root."""
+
+    name = "coin"
+    task_scorers = TASK_SCORERS
+
+    def variant_dir(self, variant: str) -> str:
+        return variant_dir(variant)
+
+    def load_task(self, instruction_root: Path | str, image_root: Path | str, variant: str, task: str,
+                  **options: Any) -> TaskData:
+        return load_task(instruction_root, image_root, variant, task, **options)
+
+    def notes(self, image_root: Path, task: str, splits) -> list[str]:
+        """TextVQA without its ten gold answers per question is scored against one answer."""
+        if task == "TextVQA" and "test" in splits and not (Path(image_root) / TEXTVQA_GOLDS).is_file():
+            return [f"TextVQA: {Path(image_root) / TEXTVQA_GOLDS} not found; TextVQA is then scored against "
+                    "the single 'answer' of each test record"]
+        return []
+
+    def validate(self, cfg: DataConfig) -> None:
+        for key in ("instruction_root", "image_root"):
+            if getattr(cfg, key) is None:
+                raise ConfigError(f"data.{key} is required when data.source is coin")
+
+    def check(self, cfg: DataConfig) -> list[str]:
+        """Missing roots, variant folder or task files (records and images: ``mmcit data check``)."""
+        root, images = Path(cfg.instruction_root), Path(cfg.image_root)
+        if not images.is_dir():
+            return [f"data.image_root: {images} is not a folder"]
+        folder = root / variant_dir(cfg.variant)
+        if not folder.is_dir():
+            return [f"data.instruction_root: no variant folder {folder}"]
+        return [f"data.tasks: {folder / t / s}.json not found" for t in cfg.tasks for s in ("train", "test")
+                if not (folder / t / f"{s}.json").is_file()]
+
+    def read(self, cfg: DataConfig, cache_dir: Path, log: Callable[[str], None]) -> StreamData:
+        instruction_root, image_root = Path(cfg.instruction_root), Path(cfg.image_root)
+        # Real CoIN files are large: parsed once, then loaded from the Arrow cache while unchanged.
+        key = json.dumps({"source": "coin", "root": str(instruction_root.absolute())}, sort_keys=True)
+        return read_stream(instruction_root, image_root, cfg.variant, cfg.tasks, key, cache_dir / "coin-arrow")

@@ -13,7 +13,7 @@ __all__ = ["AdaptiveEMA", "__version__"]
 def __getattr__(name: str):
     # Lazy: importing the package (e.g. for `mmcit --help`) should not load torch.
     if name == "AdaptiveEMA":
-        from mmcit.ema import AdaptiveEMA
+        from mmcit.ema.adaptive import AdaptiveEMA  # lazy: `import mmcit` must not load torch
 
         return AdaptiveEMA
     raise AttributeError(f"module 'mmcit' has no attribute {name!r}")

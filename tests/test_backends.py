@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from mmcit.config import ConfigError, load_config
-from mmcit.runner import build_model, run
+from mmcit.models.factory import build_model
+from mmcit.recipe import run
 from tests.tiny_checkpoints import write_causal_lm, write_llava, write_open_clip
 
-STREAM = ["data.tasks=[TextVQA, ImageNet]", "data.scale=0.05", "train.max_steps=2",
+STREAM = ["data.tasks=[TextVQA, ImageNet]", "data.sample_factor=0.05", "train.max_steps=2",
           "train.batch_size=4", "eval.max_new_tokens=4", "threads=1"]
 
 
@@ -108,7 +109,7 @@ def test_composed_takes_the_requested_hidden_layer_without_the_class_token(tmp_p
 
 
 def test_llava_projector_file_is_loaded_without_running_pickles(tmp_path, cache_dir, ckpt):
-    from mmcit.backends.composed import load_weights, projector_state
+    from mmcit.models.composed import load_weights, projector_state
 
     state = {"model.mm_projector.0.weight": torch.randn(64, 48), "model.mm_projector.0.bias": torch.randn(64),
              "model.mm_projector.2.weight": torch.randn(64, 64), "model.mm_projector.2.bias": torch.randn(64)}
@@ -190,7 +191,7 @@ def test_bf16_base_trains_float32_adapters_under_autocast(tmp_path, cache_dir, c
 def test_bf16_hf_llava_trains_through_the_cached_tower_tokens(tmp_path, cache_dir, ckpt):
     # The cached path projects the tower's bf16 tokens with the float32 trainable projector: it must
     # run under the same autocast as the model's own forward (found on an H200 at 7B shapes).
-    from mmcit.vision_cache import cacheable
+    from mmcit.models.tower_cache import cacheable
 
     args = [a for a in hf_args(ckpt) if not a.startswith("model.dtype=")] + ["model.dtype=bfloat16"]
     cfg = cfg_for(tmp_path, cache_dir, args, "method={type: lora_ft}")
@@ -208,7 +209,7 @@ def test_bf16_hf_llava_trains_through_the_cached_tower_tokens(tmp_path, cache_di
 def test_predict_loads_a_finished_hf_llava_run(tmp_path, cache_dir, ckpt):
     from PIL import Image
 
-    from mmcit.predict import load_run
+    from mmcit.evaluation.predict import load_predictor as load_run
 
     run(cfg_for(tmp_path, cache_dir, hf_args(ckpt), "method={type: lcia}"), progress=False, log=quiet)
     image = tmp_path / "x.png"
@@ -239,7 +240,7 @@ def test_chat_templates_split_into_context_and_target(ckpt):
 def test_backend_config_errors_are_one_line(tmp_path, cache_dir, ckpt):
     from mmcit.data.stream import load_data
 
-    with pytest.raises(ConfigError, match="unknown model type 'llava2'; available: composed, hf_llava, tiny_llava"):
+    with pytest.raises(ConfigError, match="model.type: unknown backend 'llava2'; registered: composed, hf_llava, tiny_llava"):
         load_config(None, ["model.type=llava2"])
     with pytest.raises(ConfigError, match="model.path is required"):
         load_config(None, ["model.type=hf_llava"])

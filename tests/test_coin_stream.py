@@ -1,4 +1,4 @@
-"""A 2-task stream read from a CoIN tree on disk (the exact layout of COIN.md, images drawn in the
+"""A 2-task stream read from a CoIN tree on disk (the exact layout of docs/coin.md, images drawn in the
 test) through the real reader, with the tiny model."""
 import json
 
@@ -6,7 +6,7 @@ import pytest
 
 from data_recipes.synthetic import generate
 from mmcit.config import load_config
-from mmcit.runner import run
+from mmcit.recipe import run
 
 
 def test_two_task_stream_from_a_coin_tree(tmp_path, cache_dir):

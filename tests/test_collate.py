@@ -3,8 +3,8 @@ from PIL import Image
 
 from mmcit.data.collate import IGNORE_INDEX, Encoder, collate
 from mmcit.data.sample import Sample
-from mmcit.tiny import build_processor
-from mmcit.tokenizer import train_tokenizer
+from mmcit.models.tiny_llava.build import build_processor
+from mmcit.models.tiny_llava.tokenizer import train_tokenizer
 
 
 def make_encoder(image_size=64, patch_size=16):

@@ -96,9 +96,10 @@ def test_coin_configs_carry_the_published_setting(variant, tau):
                                      "Grounding": 64, "VQAv2": 80, "OCRVQA": 96}
         assert cfg.data.tasks == ["ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", "VQAv2", "OCRVQA"]
     assert lcia.data.variant == base.data.variant
-    assert (lcia.method.type, lcia.method.tau, lcia.method.embedder) == ("lcia", tau, "tfidf")
+    assert (lcia.method.type, lcia.method.routing.tau, lcia.method.routing.embedder) == ("lcia", tau, "tfidf")
     # The reference EMA constants (the demo sets another scale for its tiny tensors, not CoIN).
-    assert (lcia.method.scale, lcia.method.fallback, lcia.method.granularity) == (2.0, 0.01, "tensor")
+    e = lcia.method.ema
+    assert (e.scale, e.fallback, e.granularity, e.fixed_alpha) == (2.0, 0.01, "tensor", None)
 
 
 @pytest.mark.parametrize("name", ["lcia", "adaptive_ema"])
@@ -106,4 +107,4 @@ def test_demo_emas_use_the_tiny_model_scale(name):
     """The demo's adaptive EMA runs at scale 0.1 (see the comment in configs/demo/lcia.yaml); the
     rest of the update stays the reference's."""
     m = load_config(REPO / "configs" / "demo" / f"{name}.yaml").method
-    assert (m.type, m.scale, m.fallback, m.granularity) == (name, 0.1, 0.01, "tensor")
+    assert (m.type, m.ema.scale, m.ema.fallback, m.ema.granularity) == (name, 0.1, 0.01, "tensor")

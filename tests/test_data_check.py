@@ -11,7 +11,7 @@ import pytest
 
 from data_recipes.coin import DataError, SkippedSamplesWarning, load_stream, load_task
 from data_recipes.synthetic import generate
-from mmcit import data_cli
+from mmcit.cli import data as data_cli
 
 TASKS = ["GQA", "VizWiz"]
 

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file
 
 from mmcit.config import load_config
-from mmcit.runner import run
+from mmcit.recipe import run
 
 REPO = Path(__file__).resolve().parent.parent
 # lcia: the two tasks share CoIN's short-answer instruction, so GQA re-trains TextVQA's group with
 # the adaptive EMA on, and evaluation routes every sample: both must survive the split.
-STREAM = ["data.tasks=[TextVQA,GQA]", "data.scale=0.05", "train.max_steps=3", "train.batch_size=4",
+STREAM = ["data.tasks=[TextVQA,GQA]", "data.sample_factor=0.05", "train.max_steps=3", "train.batch_size=4",
           "model.pretrain.steps=4", "model.pretrain.vision_steps=2", "model.text_layers=1", "model.vision_layers=1",
           "model.lora_r=4", "eval.max_new_tokens=6", "threads=1", "method={type: lcia}"]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmcit.ema import AdaptiveEMA as _AdaptiveEMA
-from mmcit.ema import layer_group
+from mmcit.ema.groups import layer_group
 
 # tests/test_ema_kernels.py runs the exactness tests below again with the fused Triton kernels
 # (under Triton's CPU interpreter): every AdaptiveEMA this file builds then takes that path.
@@ -27,7 +27,7 @@ def AdaptiveEMA(*args, **kwargs) -> _AdaptiveEMA:
 
 
 def ref_alpha(a: float, b: float, c: float, scale: float = 2.0, fallback: float = 0.01) -> float:
-    """LCIA.md "reference code form": python floats, a fallback for anything not in (0, 1)."""
+    """The reference code's form (docs/method.md): python floats, a fallback for anything not in (0, 1)."""
     try:
         alpha = scale * (1 + b) / (a * c)
     except ZeroDivisionError:
@@ -106,7 +106,7 @@ def test_matches_reference_over_steps(shapes, monkeypatch):
     params = make_params(shapes)
     ema = AdaptiveEMA(params.items())
     if KERNEL == "triton":  # every step must take the fused path, not fall back to the plain one
-        monkeypatch.setattr(ema, "_group_norms", None)
+        monkeypatch.setattr("mmcit.ema.plain.norms", None)
     ref = RefEMA({n: [n] for n in params})
     gen = torch.Generator().manual_seed(1)
     seen_adaptive = seen_fallback = 0
@@ -486,7 +486,7 @@ def train_task(method, model: FakeModel, ref: RefEMA, steps: int, seed: int) -> 
     from mmcit.methods.base import Stage
 
     stage = Stage(name=f"task{seed}", train=[], evaluate=[])
-    method.before_task(stage, model)
+    method.before_stage(stage, model)
     params = dict(model.trainable_named_parameters())
     opt = torch.optim.SGD(params.values(), lr=0.2)
     gen = torch.Generator().manual_seed(seed)
@@ -497,14 +497,14 @@ def train_task(method, model: FakeModel, ref: RefEMA, steps: int, seed: int) -> 
         method.after_optimizer_step(model)
         ref.update(params)
         opt.zero_grad(set_to_none=True)
-    method.after_task(stage, model)
+    method.after_stage(stage, model)
 
 
 @pytest.mark.parametrize("kind", ["adaptive_ema", "ema"])
 def test_method_hooks_copy_the_ema_in_after_each_task(kind):
     from mmcit.methods import METHODS, RunContext, build_method
 
-    cfg = METHODS[kind].config_cls()
+    cfg = METHODS.get(kind).config_cls()
     assert cfg.type == kind
     method = build_method(cfg)
     model = FakeModel()
@@ -527,13 +527,14 @@ def test_method_hooks_copy_the_ema_in_after_each_task(kind):
 
 
 def test_method_state_resumes_mid_task():
+    from mmcit.ema import EMASettings
     from mmcit.methods.adaptive_ema import AdaptiveEMAConfig, AdaptiveEMAMethod
     from mmcit.methods.base import Stage
 
     model = FakeModel()
-    first = AdaptiveEMAMethod(AdaptiveEMAConfig(granularity="layer"))
+    first = AdaptiveEMAMethod(AdaptiveEMAConfig(ema=EMASettings(granularity="layer")))
     stage = Stage(name="t", train=[], evaluate=[])
-    first.before_task(stage, model)
+    first.before_stage(stage, model)
     params = dict(model.trainable_named_parameters())
     gen = torch.Generator().manual_seed(16)
     for _ in range(3):
@@ -541,15 +542,15 @@ def test_method_state_resumes_mid_task():
         first.after_optimizer_step(model)
     state = first.state_dict()
     assert "ema" in state
-    second = AdaptiveEMAMethod(AdaptiveEMAConfig(granularity="layer"))
+    second = AdaptiveEMAMethod(AdaptiveEMAConfig(ema=EMASettings(granularity="layer")))
     second.load_state_dict(state)
-    second.before_task(stage, model)  # applies the loaded state instead of starting afresh
-    assert second.ema.num_updates == 3
+    second.before_stage(stage, model)  # applies the loaded state instead of starting afresh
+    assert second.ema.ema.num_updates == 3
     fake_step(params, gen)
     first.after_optimizer_step(model)
     second.after_optimizer_step(model)
     for n in params:
-        assert torch.equal(first.ema.shadow[n], second.ema.shadow[n])
+        assert torch.equal(first.ema.ema.shadow[n], second.ema.ema.shadow[n])
 
 
 def test_method_rebuilds_for_new_trainable_parameters():
@@ -558,22 +559,35 @@ def test_method_rebuilds_for_new_trainable_parameters():
 
     model = FakeModel()
     method = AdaptiveEMAMethod(AdaptiveEMAConfig())
-    method.before_task(Stage(name="a", train=[], evaluate=[]), model)
-    ema = method.ema
-    method.before_task(Stage(name="b", train=[], evaluate=[]), model)
-    assert method.ema is ema  # same parameters: reset, not rebuilt
+    method.before_stage(Stage(name="a", train=[], evaluate=[]), model)
+    ema = method.ema.ema
+    method.before_stage(Stage(name="b", train=[], evaluate=[]), model)
+    assert method.ema.ema is ema  # same parameters: reset, not rebuilt
     model.net[0].weight.requires_grad_(False)
-    method.before_task(Stage(name="c", train=[], evaluate=[]), model)
-    assert method.ema is not ema and "0.weight" not in method.ema.names
+    method.before_stage(Stage(name="c", train=[], evaluate=[]), model)
+    assert method.ema.ema is not ema and "0.weight" not in method.ema.ema.names
 
 
-def test_when_on_reuse_is_refused():
-    from mmcit.methods.adaptive_ema import AdaptiveEMAConfig, AdaptiveEMAMethod
+@pytest.mark.parametrize("method", ["adaptive_ema", "lcia", "ema"])
+@pytest.mark.parametrize("setting, message", [
+    ("granularity: module", "method.ema.granularity must be one of tensor, layer"),
+    ("fallback: 0", "method.ema.fallback must be in (0, 1]"),
+    ("scale: -1", "method.ema.scale must be > 0"),
+    ("fixed_alpha: 2", "method.ema.fixed_alpha must be in (0, 1]")])
+def test_every_method_validates_its_ema_settings_the_same_way(method, setting, message):
+    from mmcit.config import ConfigError, load_config
 
-    with pytest.raises(ValueError, match="instruction grouping"):
-        AdaptiveEMAMethod(AdaptiveEMAConfig(when="on_reuse"))
-    with pytest.raises(ValueError, match="when"):
-        AdaptiveEMAMethod(AdaptiveEMAConfig(when="sometimes"))
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"method={{type: {method}, ema: {{{setting}}}}}"])
+    assert str(e.value).startswith(message)
+
+
+def test_ema_method_needs_its_fixed_alpha():
+    from mmcit.config import ConfigError, load_config
+
+    assert load_config(None, ["method={type: ema}"]).method.ema.fixed_alpha == 0.01  # decay 0.99
+    with pytest.raises(ConfigError, match="method.ema.fixed_alpha is required"):
+        load_config(None, ["method={type: ema, ema: {fixed_alpha: null}}"])
 
 
 # -- Hugging Face Trainer callback ----------------------------------------------------------------
@@ -593,7 +607,7 @@ class TinyRegressor(torch.nn.Module):
 def test_trainer_callback_leaves_the_ema_weights(tmp_path):
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from mmcit.hf_callback import AdaptiveEMACallback
+    from mmcit.ema.callback import AdaptiveEMACallback
 
     class Recorder(TrainerCallback):
         """Snapshots of (theta, grad) at each optimizer step, for the manual reference loop."""

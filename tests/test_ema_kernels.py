@@ -38,7 +38,7 @@ def test_exactness_tests_pass_with_the_fused_kernels():
 SCRIPT = r"""
 import math, torch
 from mmcit.ema import AdaptiveEMA
-from mmcit.ema_kernels import BLOCK, FusedUpdate
+from mmcit.ema.kernels import BLOCK, FusedUpdate
 
 # 1. Per-tensor norms over tensors of 1 element to several blocks, against float64 sums.
 torch.manual_seed(0)

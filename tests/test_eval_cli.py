@@ -10,9 +10,9 @@ import pytest
 
 from data_recipes.coin import COIN_TASKS, DataError, load_stream
 from data_recipes.synthetic import generate
-from mmcit import eval_cli
+from mmcit.cli import eval as eval_cli
 from mmcit.config import ConfigError
-from mmcit.evaluate import answer_records
+from mmcit.evaluation.generate import answer_records
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "What is it?\nAnswer the question using a single word or phrase."

@@ -27,9 +27,9 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from mmcit.checkpoint import MANIFEST, checkpoint_folders, verify_checkpoint, visible_files
+from mmcit.training.checkpoint import MANIFEST, checkpoint_folders, verify_checkpoint, visible_files
 from mmcit.io import is_temp_file
-from mmcit.runner import run
+from mmcit.recipe import run
 from tests.forking import fork_cli
 from tests.test_integration import tiny_cfg
 

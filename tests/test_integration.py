@@ -8,11 +8,11 @@ from safetensors.torch import load_file
 from data_recipes.coin import DataError
 from mmcit.cli import main
 from mmcit.config import load_config
-from mmcit.data.stream import synthetic_root
-from mmcit.runner import run
+from data_recipes.synthetic import synthetic_root
+from mmcit.recipe import run
 
 TINY = [
-    "data.tasks=[TextVQA, GQA]", "data.scale=0.05", "train.max_steps=3", "train.batch_size=4",
+    "data.tasks=[TextVQA, GQA]", "data.sample_factor=0.05", "train.max_steps=3", "train.batch_size=4",
     "model.pretrain.steps=4", "model.pretrain.vision_steps=2", "model.text_layers=1", "model.vision_layers=1",
     "model.lora_r=4", "eval.max_new_tokens=6", "threads=1",
 ]

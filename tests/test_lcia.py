@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from data_recipes.synthetic import ORIGINAL_INSTRUCTIONS
-from mmcit.config import COIN_TASKS, load_config
+from mmcit.config import load_config
+from mmcit.data.config import COIN_TASKS
 from mmcit.data.sample import Sample, TaskData
 from mmcit.methods import RunContext, Stage, build_method
-from mmcit.model import LoraSettings, MMModel
-from mmcit.tiny import TinyModelSpec, build_tiny_llava
-from mmcit.tokenizer import train_tokenizer
+from mmcit.models.wrapper import LoraSettings, MMModel
+from mmcit.models.tiny_llava.build import TinyModelSpec, build_tiny_llava
+from mmcit.models.tiny_llava.tokenizer import train_tokenizer
 
 SPEC = TinyModelSpec(image_size=32, patch_size=16, vision_hidden=32, vision_layers=1, vision_heads=2,
                      text_hidden=32, text_layers=1, text_heads=2, text_intermediate=64, max_positions=128)
@@ -36,7 +37,9 @@ def task(name, instruction=None):
 
 
 def method(**kw):
-    cfg = load_config(None, ["method=" + json.dumps({"type": "lcia", **kw})]).method
+    """An lcia method; ``tau``, ``embedder`` and ``routing`` (the mode) go to ``method.routing``."""
+    routing = {("mode" if k == "routing" else k): kw.pop(k) for k in ("tau", "embedder", "routing") if k in kw}
+    cfg = load_config(None, ["method=" + json.dumps({"type": "lcia", "routing": routing, **kw})]).method
     return build_method(cfg)
 
 
@@ -44,11 +47,11 @@ def train_stream(m, model, names, steps=0):
     """Run the hooks over the tasks; ``steps`` fake optimizer steps per task (weights + grads)."""
     for i, name in enumerate(names):
         stage = Stage(name=name, train=[task(name)], evaluate=[], index=i)
-        m.before_task(stage, model)
+        m.before_stage(stage, model)
         for _ in range(steps):
             fake_step(model)
             m.after_optimizer_step(model)
-        m.after_task(stage, model)
+        m.after_stage(stage, model)
 
 
 def fake_step(model):
@@ -59,7 +62,7 @@ def fake_step(model):
 
 
 def adapter_of(m, task_name):
-    return m.group_adapters[m.router.task_groups[task_name]]
+    return m.group_adapters[m.routing.router.task_groups[task_name]]
 
 
 def test_grouping_of_the_original_instructions_gives_coins_four_groups(model):
@@ -83,15 +86,15 @@ def test_ema_only_on_reuse_and_copied_in_after_the_task(model):
     seen = {}
     for i, name in enumerate(names):
         stage = Stage(name=name, train=[task(name)], evaluate=[], index=i)
-        m.before_task(stage, model)
-        before = m.ema.num_updates if m.ema is not None else None
+        m.before_stage(stage, model)
+        before = m.ema.ema.num_updates if m.ema.ema is not None else None
         for _ in range(2):
             fake_step(model)
             m.after_optimizer_step(model)
-        seen[name] = (m._ema_on, before, m.ema.num_updates if m.ema is not None else None)
+        seen[name] = (m.ema.active, before, m.ema.ema.num_updates if m.ema.ema is not None else None)
         if name == "GQA":
-            shadow = {n: t.clone() for n, t in m.ema.shadow.items()}
-        m.after_task(stage, model)
+            shadow = {n: t.clone() for n, t in m.ema.ema.shadow.items()}
+        m.after_stage(stage, model)
         if name == "GQA":  # the EMA weights are what the task leaves behind
             live = dict(model.trainable_named_parameters())
             assert all(torch.equal(live[n].detach(), shadow[n].to(live[n].dtype)) for n in shadow)
@@ -122,7 +125,7 @@ def test_new_group_starts_as_a_copy_of_the_latest_group_and_only_the_active_adap
     for k, v in src.items():
         assert torch.equal(new[k.replace(".default.", ".group_2.")], v)
     assert any(v.abs().sum() > 0 for k, v in src.items() if "lora_B" in k)  # a real copy, not two inits
-    # Someone left the other adapter trainable: before_task puts it right.
+    # Someone left the other adapter trainable: before_stage puts it right.
     for n, p in model.peft.named_parameters():
         if ".default." in n:
             p.requires_grad_(True)
@@ -157,7 +160,7 @@ def test_select_adapter_routes_each_instance_and_round_trips_its_state(model, tm
     back = method(tau=0.9)
     back.load_state_dict(state)
     assert back.select_adapter(samples) == routed
-    assert back.codebook.groups == m.codebook.groups and back.router.task_groups == m.router.task_groups
+    assert back.routing.groups == m.routing.groups and back.routing.router.task_groups == m.routing.router.task_groups
     assert back.summary()["tasks"] == m.summary()["tasks"]
     assert back.route_instruction(ORIGINAL_INSTRUCTIONS["ImageNet"]) == ("group_3", "group_3", 1.0)
 
@@ -167,7 +170,7 @@ def test_per_task_and_per_file_routing_through_the_method(model):
     train_stream(m, model, ["TextVQA", "ImageNet"])
     wrong = Sample(task="TextVQA", id="a", image=None, turns=[("q", "a")], instruction=ORIGINAL_INSTRUCTIONS["ImageNet"])
     assert m.select_adapter([wrong]) == ["default"]  # the oracle ignores the instruction
-    m.cfg.routing = "per_file"
+    m.cfg.routing.mode = "per_file"
     m.load_state_dict(m.state_dict())  # rebuilds the router with the new mode
     assert m.select_adapter(task("ImageNet").test) == ["group_2", "group_2"]
 
@@ -175,14 +178,14 @@ def test_per_task_and_per_file_routing_through_the_method(model):
 # -- end to end -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def e2e_run(tmp_path_factory, cache_dir):
-    from mmcit.runner import run
+    from mmcit.recipe import run
 
     out = tmp_path_factory.mktemp("lcia-run")
     cfg = load_config(None, [
         "name=lcia-e2e", f"output_dir={out}", f"data.cache_dir={cache_dir}", "data.tasks=[TextVQA,ImageNet,GQA]",
-        "data.scale=0.05", "data.test_limit=3", "train.max_steps=3", "train.batch_size=4", "model.pretrain.steps=5",
+        "data.sample_factor=0.05", "data.test_limit=3", "train.max_steps=3", "train.batch_size=4", "model.pretrain.steps=5",
         "model.text_layers=1", "model.vision_layers=1", "eval.max_new_tokens=4", "threads=1",
-        "method={type: lcia, tau: 0.9, embedder: tfidf}",
+        "method={type: lcia, routing: {tau: 0.9, embedder: tfidf}}",
     ])
     return out, run(cfg, progress=False, log=lambda msg: None)
 
@@ -210,10 +213,11 @@ def test_predict_rebuilds_the_run_and_routes_by_the_prompt(e2e_run, capsys):
 
     from data_recipes import coin
     from mmcit.data.stream import load_data
-    from mmcit.predict import load_run, main
+    from mmcit.cli import main
+    from mmcit.evaluation.predict import load_predictor
 
     run_dir, _ = e2e_run
-    predictor = load_run(run_dir, log=lambda msg: None)
+    predictor = load_predictor(run_dir, log=lambda msg: None)
     saved = load_file(str(predictor.checkpoint / "adapters.safetensors"))
     for name in ("default", "group_2"):
         assert all(torch.equal(saved[k], v) for k, v in predictor.model.adapter_state(name).items())
@@ -226,6 +230,6 @@ def test_predict_rebuilds_the_run_and_routes_by_the_prompt(e2e_run, capsys):
     free = predictor.answer(imagenet.image, "What is written here?\nAnswer the question using a single word or phrase.")
     assert free["group"] == "group_1" and free["adapter"] == "default"
 
-    assert main([str(run_dir), "--image", str(imagenet.image), "--prompt", "Describe it.", "--json"]) == 0
+    assert main(["predict", str(run_dir), "--image", str(imagenet.image), "--prompt", "Describe it.", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["group"] == "group_1" and printed["similarity"] == 0.0  # no match: the latest group (GQA's)

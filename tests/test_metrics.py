@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmcit.metrics import METRIC_KEYS, continual_metrics
+from mmcit.results.metrics import METRIC_KEYS, continual_metrics
 
 
 def approx_dict(d: dict) -> dict:

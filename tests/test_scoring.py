@@ -4,19 +4,16 @@ from __future__ import annotations
 import pytest
 
 from mmcit.data.sample import Sample
-from mmcit.scoring import (
-    MODES,
+from mmcit.evaluation.scoring import MODES, SCORERS, score_sample, score_task
+from mmcit.evaluation.scorers.coin import (
     SCORER_DOC,
-    SCORER_NAMES,
     box_iou,
     parse_box,
     parse_box_reference,
     parse_scienceqa_letter,
-    score_sample,
-    score_task,
     textvqa_soft_accuracy,
 )
-from mmcit.vqa_normalize import normalize_answer, process_punctuation
+from mmcit.evaluation.vqa_normalize import normalize_answer, process_punctuation
 
 BOTH = pytest.mark.parametrize("mode", ["default", "reference"])
 
@@ -30,15 +27,15 @@ def mk(task: str, answer: str, prompt: str = "q", answers=None, **meta) -> Sampl
 
 
 def test_registry_names_and_docs():
-    assert set(SCORER_NAMES) == {
+    assert set(SCORERS.names()) == {
         "scienceqa", "textvqa", "imagenet", "gqa", "vizwiz", "vqav2", "ocrvqa", "grounding"
     }
-    assert set(SCORER_DOC) == set(SCORER_NAMES)
+    assert set(SCORER_DOC) == set(SCORERS.names())
     assert set(MODES) == {"default", "reference"}
 
 
 def test_unknown_scorer_names_the_valid_ones():
-    with pytest.raises(ValueError, match="scienceqa.*grounding"):
+    with pytest.raises(ValueError, match="unknown scorer .coco.; registered: gqa, grounding, imagenet"):
         score_sample("coco", "x", mk("gqa", "x"))
 
 

@@ -25,15 +25,16 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import mmcit.runner
-from mmcit.checkpoint import MANIFEST, STEPS, step_checkpoints
+import mmcit.recipe
+from mmcit.training.checkpoint import MANIFEST, STEPS, step_checkpoints
 from mmcit.cli import main
 from tests.forking import fork_cli
 from mmcit.config import ConfigError
 from mmcit.io import is_temp_file
-from mmcit.methods.base import METHODS, Method, MethodConfig, register
-from mmcit.runner import resume_config, run
-from mmcit.train import NonFiniteLoss
+from mmcit.methods.base import METHODS, Method, MethodConfig
+from mmcit.recipe import run
+from mmcit.training.resume import resume_config
+from mmcit.errors import NonFiniteLoss
 from tests.test_integration import tiny_cfg
 
 STEPPED = ["train.max_steps=5", "train.checkpoint_every=2"]
@@ -63,7 +64,7 @@ def _fork_run_sleeping_after_step_checkpoint(config: Path) -> int:
     """``mmcit run CONFIG`` in a forked child that sleeps after its first step checkpoint of task 2."""
 
     def setup() -> None:
-        real = mmcit.runner.save_step_checkpoint
+        real = mmcit.recipe.save_step_checkpoint
 
         def save_then_sleep(run_dir, index, *args, **kwargs):
             folder = real(run_dir, index, *args, **kwargs)
@@ -71,7 +72,7 @@ def _fork_run_sleeping_after_step_checkpoint(config: Path) -> int:
                 time.sleep(120)  # the parent kills us here
             return folder
 
-        mmcit.runner.save_step_checkpoint = save_then_sleep
+        mmcit.recipe.save_step_checkpoint = save_then_sleep
 
     return fork_cli(["run", str(config), "--no-progress"], setup)
 
@@ -112,7 +113,7 @@ class _Interrupt(BaseException):
 
 def _run_interrupted_after_step(cfg, step: int, monkeypatch) -> None:
     """Run ``cfg`` in-process and stop it right after task 2's step checkpoint at ``step``."""
-    real = mmcit.runner.save_step_checkpoint
+    real = mmcit.recipe.save_step_checkpoint
 
     def save_then_stop(run_dir, index, stage, model, method, state, extra=None):
         folder = real(run_dir, index, stage, model, method, state, extra)
@@ -120,14 +121,14 @@ def _run_interrupted_after_step(cfg, step: int, monkeypatch) -> None:
             raise _Interrupt
         return folder
 
-    monkeypatch.setattr(mmcit.runner, "save_step_checkpoint", save_then_stop)
+    monkeypatch.setattr(mmcit.recipe, "save_step_checkpoint", save_then_stop)
     with pytest.raises(_Interrupt):
         run(cfg, progress=False, log=_quiet)
     monkeypatch.undo()
 
 
 def test_interrupted_lcia_task_resumes_from_its_latest_step_checkpoint(tmp_path, cache_dir, monkeypatch):
-    method = "method={type: lcia}"  # task 2 gets a new adapter in before_task
+    method = "method={type: lcia}"  # task 2 gets a new adapter in before_stage
     ref = run(tiny_cfg(tmp_path / "ref", cache_dir, method, *STEPPED), progress=False, log=_quiet)
     cfg = tiny_cfg(tmp_path, cache_dir, method, *STEPPED)
     _run_interrupted_after_step(cfg, 4, monkeypatch)
@@ -155,7 +156,7 @@ class _NaNWhenLRHigh(Method):
     name = "nan_when_lr_high"
     config_cls = _LRConfig
 
-    def before_task(self, stage, model):
+    def before_stage(self, stage, model):
         lr = yaml.safe_load((self.ctx.run_dir / "config.yaml").read_text())["train"]["lr"]
         self.poison, self.calls = stage.index == 1 and lr > 1e-3, 0
 
@@ -166,9 +167,8 @@ class _NaNWhenLRHigh(Method):
 
 @pytest.fixture
 def nan_method():
-    register(_NaNWhenLRHigh)
-    yield
-    METHODS.pop("nan_when_lr_high", None)
+    with METHODS.temporarily(_NaNWhenLRHigh):
+        yield
 
 
 def test_resume_with_a_fixed_lr_after_a_nan_loss(tmp_path, cache_dir, capsys, nan_method):
@@ -182,9 +182,9 @@ def test_resume_with_a_fixed_lr_after_a_nan_loss(tmp_path, cache_dir, capsys, na
     config_before = (run_dir / "config.yaml").read_text()
 
     # Keys that would change what task 1 computed are refused, naming the key and the allowed set.
-    assert main(["run", "--resume", str(run_dir), "data.scale=0.1", "train.lr=0.0002"]) == 2
+    assert main(["run", "--resume", str(run_dir), "data.sample_factor=0.1", "train.lr=0.0002"]) == 2
     err = capsys.readouterr().err
-    assert "data.scale" in err and "train.*" in err and "eval.max_new_tokens" in err
+    assert "data.sample_factor" in err and "train.*" in err and "eval.max_new_tokens" in err
     with pytest.raises(ConfigError, match="eval.scoring_mode"):
         resume_config(run_dir, ["eval.scoring_mode=reference"])
     changed_seed = resume_config(run_dir)

@@ -295,12 +295,12 @@ def test_answers_follow_the_scenes():
 
 def test_data_cache_key_follows_train_weight(tmp_path, monkeypatch):
     """Cached copies are keyed by the per-task training sizes, so changing them regenerates."""
-    import data_recipes.synthetic as synthetic
-    from mmcit.config import DataConfig
-    from mmcit.data.stream import synthetic_root
+    import data_recipes.synthetic.reader as reader
+    from data_recipes.synthetic import synthetic_root
+    from mmcit.data.config import DataConfig
 
-    cfg = DataConfig(scale=0.02, pretrain_per_task=100)
+    cfg = DataConfig(sample_factor=0.02, pretrain_per_task=100)
     first = synthetic_root(cfg, tmp_path, log=lambda m: None)
     assert synthetic_root(cfg, tmp_path, log=lambda m: None) == first  # cached
-    monkeypatch.setattr(synthetic, "TRAIN_WEIGHT", {**synthetic.TRAIN_WEIGHT, "TextVQA": 3})
+    monkeypatch.setattr(reader, "TRAIN_WEIGHT", {**reader.TRAIN_WEIGHT, "TextVQA": 3})
     assert synthetic_root(cfg, tmp_path, log=lambda m: None) != first

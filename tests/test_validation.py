@@ -13,7 +13,7 @@ CFG = "configs/demo/lora_ft.yaml"
         ([CFG, "train.learning_rate=1"], "unknown key learning_rate"),
         ([CFG, "train.batch_size=abc"], "train.batch_size: expected int"),
         ([CFG, "train.lr=0"], "train.lr must be > 0"),
-        ([CFG, "method={type: lcia, tau: 1.5}"], "tau"),
+        ([CFG, "method={type: lcia, routing: {tau: 1.5}}"], "method.routing.tau must be a cosine similarity"),
         ([CFG, "data.tasks=[]"], "data.tasks is empty"),
         ([CFG, "data.tasks=[GQA, GQA]"], "duplicates"),
         (["configs/nope.yaml"], "config file not found"),
@@ -33,7 +33,7 @@ def test_output_folder_of_a_different_run_is_refused(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text("name: someone-else\n")
-    tiny = ["data.tasks=[GQA]", "data.scale=0.05"]
+    tiny = ["data.tasks=[GQA]", "data.sample_factor=0.05"]
     code = main(["run", CFG, *tiny, f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={run_dir}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "holds a different run" in err[0]

@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mmcit.tiny import TinyModelSpec, build_tiny_llava, truncate_tower
-from mmcit.tokenizer import train_tokenizer
-from mmcit.vision_cache import cacheable, tower_tokens, with_image_tokens
+from mmcit.models.tiny_llava.build import TinyModelSpec, build_tiny_llava, truncate_tower
+from mmcit.models.tiny_llava.tokenizer import train_tokenizer
+from mmcit.models.tower_cache import cacheable, tower_tokens, with_image_tokens
 
 
 def _model(vision: str):
@@ -45,7 +45,7 @@ def test_efficientnet_tower_is_pretrained_and_survives_a_reload(tmp_path):
 
 
 def test_training_leaves_the_frozen_towers_batchnorm_statistics_alone():
-    from mmcit.model import LoraSettings, MMModel
+    from mmcit.models.wrapper import LoraSettings, MMModel
 
     model, batch = _model("efficientnet_lite0")
     tower = model.model.vision_tower

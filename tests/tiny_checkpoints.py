@@ -4,8 +4,8 @@ and a causal-LM folder whose tokenizer has a ChatML chat template."""
 import json
 from pathlib import Path
 
-from mmcit.tiny import TinyModelSpec, build_tiny_llava
-from mmcit.tokenizer import train_tokenizer
+from mmcit.models.tiny_llava.build import TinyModelSpec, build_tiny_llava
+from mmcit.models.tiny_llava.tokenizer import train_tokenizer
 
 TEXTS = ["USER: ASSISTANT: What is the colour? Answer the question using a single word or phrase. red green "
          "blue yes no cat sun tree house star circle square triangle"] * 4

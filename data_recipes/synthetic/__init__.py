@@ -1,6 +1,6 @@
 """The built-in synthetic benchmark: a CoIN-shaped stream of eight small tasks that runs on a CPU.
 
-``generate(root)`` writes images and instruction files in exactly CoIN's layout (docs/COIN.md), so
+``generate(root)`` writes images and instruction files in exactly CoIN's layout (docs/coin.md), so
 the CoIN reader (``data_recipes.coin``), scorers and stream code serve both. Scenes are drawn with
 Pillow at 64 x 64 by default, from tiny shared vocabularies (6 colours, 6 shapes, 10 icons, 10
 words, 8 authors) so that a ~1M-parameter model learns each task and sequential tuning forgets.
@@ -38,13 +38,11 @@ from data_recipes.synthetic.instructions import (
     DIVERSE_INSTRUCTIONS, HELDOUT_INSTRUCTIONS, ORIGINAL_INSTRUCTIONS, VARIANT_DIRS, build_prompt,
 )
 from data_recipes.synthetic.vocab import AUTHORS, COLOUR_NAMES, ICONS, SHAPES, TASKS, WORDS
-from data_recipes.synthetic.writer import PRETRAIN_PROMPT, TRAIN_WEIGHT, generate
-
-#: Bumped whenever generated content changes, so that cached copies are regenerated.
-VERSION = 3
+from data_recipes.synthetic.reader import SyntheticReader, synthetic_root
+from data_recipes.synthetic.writer import PRETRAIN_PROMPT, TRAIN_WEIGHT, VERSION, generate
 
 __all__ = [
     "generate", "TASKS", "ORIGINAL_INSTRUCTIONS", "DIVERSE_INSTRUCTIONS", "HELDOUT_INSTRUCTIONS",
     "VARIANT_DIRS", "PRETRAIN_PROMPT", "build_prompt", "COLOUR_NAMES", "SHAPES", "ICONS", "WORDS",
-    "AUTHORS", "TRAIN_WEIGHT",
+    "AUTHORS", "TRAIN_WEIGHT", "VERSION", "SyntheticReader", "synthetic_root",
 ]

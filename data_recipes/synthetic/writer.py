@@ -126,6 +126,10 @@ def _write_pretrain(n_per_task: int, image_root: Path, instr_root: Path, seed: i
     return len(records)
 
 
+#: Bumped whenever generated content changes, so that cached copies are regenerated.
+VERSION = 3
+
+
 def generate(root: Path | str, *, seed: int = 0, scale: float = 1.0, image_size: int = 64,
              train_per_task: int = 400, test_per_task: int = 60, pretrain_per_task: int = 150,
              tasks: list[str] | None = None) -> dict:

@@ -26,10 +26,12 @@ class Sample:
 
     @property
     def prompt(self) -> str:
+        """The first human turn (the question a test sample asks)."""
         return self.turns[0][0]
 
     @property
     def answer(self) -> str:
+        """The last assistant turn (a test sample's gold answer)."""
         return self.turns[-1][1]
 
 

@@ -8,6 +8,10 @@ token count.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
+
+from mmcit.errors import ConfigError
+from mmcit.registry import Registry
 
 # LLaVA-1.5's conversation (its "vicuna_v1" template): the system line, then
 # "USER: <image>\n{question} ASSISTANT: {answer}</s>" turn after turn.
@@ -16,7 +20,10 @@ VICUNA_SYSTEM = ("A chat between a curious human and an artificial intelligence 
 
 
 class Template:
+    """Splits a conversation into (context, target) pieces; see the module docstring."""
+
     def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
+        """The (context, target) pieces of ``turns``; contexts are masked out of the loss."""
         raise NotImplementedError
 
 
@@ -29,6 +36,7 @@ class ChatTemplate(Template):
     assistant: str = "ASSISTANT:"
 
     def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
+        """The (context, target) pieces of ``turns``; contexts are masked out of the loss."""
         out = []
         for k, (human, answer) in enumerate(turns):
             head = (bos + (self.system + " " if self.system else "") if k == 0 else "") + f"{self.user} "
@@ -49,8 +57,6 @@ class RenderedTemplate(Template):
 
     def __init__(self, owner, image_as_content: bool, name: str):
         if not getattr(owner, "chat_template", None):
-            from mmcit.config import ConfigError
-
             raise ConfigError(f"model.chat_template: {name}: the {name} has no chat template; "
                               "choose vicuna_v1 or vicuna_plain")
         self.owner = owner
@@ -67,6 +73,7 @@ class RenderedTemplate(Template):
         return self.owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
     def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
+        """The (context, target) pieces of ``turns``; contexts are masked out of the loss."""
         messages: list[dict] = []
         done = ""
         out = []
@@ -87,13 +94,34 @@ class RenderedTemplate(Template):
         return out
 
 
-def build_template(name: str, tokenizer=None, processor=None) -> Template:
-    if name == "vicuna_v1":
-        return ChatTemplate(system=VICUNA_SYSTEM)
-    if name == "vicuna_plain":
-        return ChatTemplate()
-    if name == "tokenizer":
-        return RenderedTemplate(tokenizer, image_as_content=False, name="tokenizer")
-    if name == "processor":
-        return RenderedTemplate(processor, image_as_content=True, name="processor")
-    raise ValueError(f"unknown chat template {name!r}")
+#: Chat template name -> a builder ``(tokenizer, processor) -> Template`` (``model.chat_template``).
+TEMPLATES: Registry[Callable[[Any, Any], Template]] = Registry("templates")
+
+
+@TEMPLATES.register(name="vicuna_v1")
+def _vicuna_v1(tokenizer: Any, processor: Any) -> Template:
+    """LLaVA-1.5's conversation: its system line, then USER: ... ASSISTANT: ... turns."""
+    return ChatTemplate(system=VICUNA_SYSTEM)
+
+
+@TEMPLATES.register(name="vicuna_plain")
+def _vicuna_plain(tokenizer: Any, processor: Any) -> Template:
+    """The vicuna_v1 layout without a system line (the tiny model's)."""
+    return ChatTemplate()
+
+
+@TEMPLATES.register(name="tokenizer")
+def _tokenizer_template(tokenizer: Any, processor: Any) -> Template:
+    """The language model tokenizer's own Jinja chat template."""
+    return RenderedTemplate(tokenizer, image_as_content=False, name="tokenizer")
+
+
+@TEMPLATES.register(name="processor")
+def _processor_template(tokenizer: Any, processor: Any) -> Template:
+    """The checkpoint processor's Jinja chat template (images as content parts)."""
+    return RenderedTemplate(processor, image_as_content=True, name="processor")
+
+
+def build_template(name: str, tokenizer: Any = None, processor: Any = None) -> Template:
+    """The chat template ``name`` (see ``TEMPLATES``) for this tokenizer and processor."""
+    return TEMPLATES.get(name, "model.chat_template")(tokenizer, processor)

@@ -1,17 +1,22 @@
 """The method-hook interface and the registry of methods.
 
-A method is a config dataclass plus one implementation class, registered under a short name equal
-to its module's file name and to the YAML ``method.type``. The runner calls the hooks in this
-order (see mmcit/runner.py):
+A method is a config dataclass plus one implementation class, registered in ``METHODS`` under a
+short name equal to its module's file name and to the YAML ``method.type``. Behaviour that several
+methods share lives in parts they hold (``mmcit.ema.EMAComponent``, ``mmcit.routing.InstructionRouter``),
+not in base classes. The recipe (``mmcit/recipe.py``) calls the hooks in this order:
 
     method.setup(model, ctx)
-    for stage in method.plan(tasks):
-        method.before_task(stage, model)
-        for each optimizer step:
-            loss (+ method.extra_loss) -> backward -> clip -> optimizer.step()
-            method.after_optimizer_step(model)      # gradients are still present here
-        method.after_task(stage, model)
-        checkpoint; evaluate stage.eval_tasks, routing each sample with method.select_adapter
+    stages = method.plan(tasks)
+    for stage in stages:
+        method.before_stage(stage, model)
+        for each optimizer step:                       (none when the stage trains nothing)
+            loss (+ method.extra_loss(model, batch, outputs)) -> backward -> clip -> optimizer.step()
+            method.after_optimizer_step(model)         # gradients are still present here
+        method.after_stage(stage, model)
+        method.select_adapter(task.test) for each task of stage.evaluate, then generation
+        checkpoint: method.state_dict()
+    (a resume calls method.load_state_dict(state) after setup, or after before_stage mid-stage)
+    method.summary() goes into results.json whenever it is written
 """
 from __future__ import annotations
 
@@ -19,11 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mmcit.registry import Registry
+
 if TYPE_CHECKING:
     import torch
 
     from mmcit.data.sample import Sample, TaskData
-    from mmcit.model import MMModel
+    from mmcit.models.wrapper import MMModel
+
+__all__ = ["METHODS", "Method", "MethodConfig", "RunContext", "Stage", "build_method"]
 
 
 @dataclass
@@ -37,6 +46,7 @@ class Stage:
 
     @property
     def instructions(self) -> list[str]:
+        """The distinct instructions of the stage's training samples, in first-seen order."""
         seen: dict[str, None] = {}
         for t in self.train:
             for ins in t.instructions:
@@ -60,6 +70,7 @@ class MethodConfig:
     """Base of every method's config; ``type`` selects the registered method."""
 
     type: str = "lora_ft"
+    __registry__: ClassVar[Registry]  # set below: ``type`` resolves through METHODS
 
 
 class Method:
@@ -67,9 +78,12 @@ class Method:
 
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
+    #: True for a method whose accuracy matrix has one row (it is evaluated once, on every task).
+    joint: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig):
         self.cfg = cfg
+        self.ctx: RunContext | None = None
 
     # -- the stream ---------------------------------------------------------------------------
     def plan(self, tasks: list["TaskData"]) -> list[Stage]:
@@ -78,19 +92,21 @@ class Method:
 
     # -- hooks --------------------------------------------------------------------------------
     def setup(self, model: "MMModel", ctx: RunContext) -> None:
+        """Once, before the first stage (and before a resume loads the method's state)."""
         self.ctx = ctx
 
-    def before_task(self, stage: Stage, model: "MMModel") -> None:
-        pass
+    def before_stage(self, stage: Stage, model: "MMModel") -> None:
+        """Before a stage trains (choose or add an adapter, start an EMA, ...)."""
 
     def extra_loss(self, model: "MMModel", batch: dict, outputs: Any) -> "torch.Tensor | None":
+        """A term added to the language-model loss of a micro-batch (None: nothing)."""
         return None
 
     def after_optimizer_step(self, model: "MMModel") -> None:
-        pass
+        """After every optimizer step, while the gradients the step used are still present."""
 
-    def after_task(self, stage: Stage, model: "MMModel") -> None:
-        pass
+    def after_stage(self, stage: Stage, model: "MMModel") -> None:
+        """After a stage trained, before it is evaluated (copy EMA weights in, ...)."""
 
     def select_adapter(self, samples: list["Sample"]) -> list[str | None]:
         """The adapter each test sample is evaluated with; None keeps the active one."""
@@ -98,28 +114,23 @@ class Method:
 
     # -- persistence and reporting ------------------------------------------------------------
     def state_dict(self) -> dict:
+        """What a checkpoint keeps of the method (JSON, plus tensors inside a stage)."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        """Restore :meth:`state_dict`'s output (the caller recreates the adapters)."""
 
     def summary(self) -> dict:
         """Method-specific figures for the report (JSON-serialisable)."""
         return {}
 
 
-METHODS: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator: make a method available under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    METHODS[cls.name] = cls
-    return cls
+#: ``method.type`` -> method class; the built-in ones are the modules of ``mmcit.methods``.
+METHODS: Registry[type[Method]] = Registry("methods", package="mmcit.methods", name_is_file=True,
+                                           default="lora_ft")
+MethodConfig.__registry__ = METHODS
 
 
 def build_method(cfg: MethodConfig) -> Method:
-    if cfg.type not in METHODS:
-        raise KeyError(f"unknown method {cfg.type!r}; registered: {', '.join(sorted(METHODS))}")
-    return METHODS[cfg.type](cfg)
+    """The method ``cfg.type`` built from its config."""
+    return METHODS.get(cfg.type, "method.type")(cfg)

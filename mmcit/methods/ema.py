@@ -1,34 +1,35 @@
-"""Plain EMA baseline: E = decay * E + (1 - decay) * theta after every step, copied in after a task.
+"""Plain EMA baseline: E = (1 - alpha) * E + alpha * theta with a constant alpha after every step,
+copied in after each task.
 
-It shares every hook with ``adaptive_ema`` and only swaps the adaptive balance weight for the
-constant ``1 - decay``, so that the two differ in nothing but the weight.
+It runs exactly ``adaptive_ema``'s hooks with ``method.ema.fixed_alpha`` set (0.01 by default,
+decay 0.99), so that the two differ in nothing but the balance weight.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
-from mmcit.methods.adaptive_ema import AdaptiveEMAMethod, _config_error
-from mmcit.methods.base import MethodConfig, register
+from mmcit.ema.component import EMASettings
+from mmcit.errors import ConfigError
+from mmcit.methods.adaptive_ema import AdaptiveEMAMethod
+from mmcit.methods.base import METHODS, MethodConfig
 
 
 @dataclass
 class EMAConfig(MethodConfig):
+    """``ema``: the EMA settings; ``ema.fixed_alpha`` (1 - decay) is required."""
+
     type: str = "ema"
-    decay: float = 0.99
+    ema: EMASettings = field(default_factory=lambda: EMASettings(fixed_alpha=0.01))
 
     def validate(self) -> None:
-        """The decay must leave a positive weight on the live weights."""
-        if not 0.0 <= self.decay < 1.0:
-            raise _config_error(f"method.decay must be in [0, 1), got {self.decay}")
+        """A plain EMA needs its constant weight."""
+        if self.ema.fixed_alpha is None:
+            raise ConfigError("method.ema.fixed_alpha is required for ema (1 - decay, e.g. 0.01 for decay 0.99)")
 
 
-@register
+@METHODS.register
 class EMAMethod(AdaptiveEMAMethod):
-    """EMA of the trainable weights with a constant decay, per task."""
+    """EMA of the trainable weights with a constant balance weight (decay), per task."""
 
     name = "ema"
     config_cls = EMAConfig
-
-    def ema_kwargs(self) -> dict[str, Any]:
-        return {"fixed_alpha": 1.0 - self.cfg.decay}

@@ -1,0 +1,155 @@
+"""Checking a data tree before any training: every record and image of every task and split.
+
+The check reads each task and split with the layout's reader in its collecting mode (``errors=[]``),
+so one pass reports every problem of the tree, not only the first: missing files, unreadable or
+malformed files, malformed records (file + record index), missing images (count and the first few
+paths) and, with ``verify_images``, images that cannot be decoded. ``mmcit data check`` prints the
+report (``mmcit/cli/data.py``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from mmcit.data.readers import READERS, LayoutReader
+from mmcit.errors import ConfigError, DataError
+
+SPLITS: tuple[str, ...] = ("train", "test")
+#: How many example paths / record errors are printed per file; the counts are always complete.
+SHOW_FIRST = 5
+
+
+@dataclass
+class SplitCheck:
+    """What the check found in one ``<Task>/<split>.json``."""
+
+    task: str
+    split: str
+    path: Path
+    ok: int = 0  # records read without any problem
+    file_error: DataError | None = None  # missing / unreadable / not a list of records
+    missing_images: list[str] = field(default_factory=list)  # image path of each affected record
+    unreadable_images: list[str] = field(default_factory=list)
+    malformed: list[DataError] = field(default_factory=list)  # one per malformed record
+
+    @property
+    def records(self) -> int | None:
+        """Number of records in the file (None when the file itself could not be read)."""
+        if self.file_error is not None:
+            return None
+        return self.ok + len(self.missing_images) + len(self.unreadable_images) + len(self.malformed)
+
+    @property
+    def n_problems(self) -> int:
+        """Problems found in this file (a file-level problem counts once)."""
+        return (self.file_error is not None) + len(self.missing_images) + len(self.unreadable_images) \
+            + len(self.malformed)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``PROBLEMS``, ``MISSING FILE`` or ``BAD FILE``."""
+        if self.file_error is not None:
+            return "MISSING FILE" if self.file_error.kind == "missing_file" else "BAD FILE"
+        return "ok" if self.n_problems == 0 else "PROBLEMS"
+
+    def to_json(self) -> dict:
+        """The check as plain data (``mmcit data check --json``)."""
+        return {
+            "task": self.task, "split": self.split, "path": str(self.path), "status": self.status,
+            "records": self.records, "ok": self.ok,
+            "file_error": None if self.file_error is None else str(self.file_error),
+            "missing_images": {"records": len(self.missing_images),
+                               "distinct": len(set(self.missing_images)),
+                               "first": first_distinct(self.missing_images)},
+            "unreadable_images": {"records": len(self.unreadable_images),
+                                  "first": first_distinct(self.unreadable_images)},
+            "malformed": [{"index": e.index, "message": str(e)} for e in self.malformed],
+        }
+
+
+@dataclass
+class CheckReport:
+    """The whole check: one ``SplitCheck`` per task and split, plus notes that are not errors."""
+
+    instruction_root: Path
+    image_root: Path
+    variant: str
+    splits: list[SplitCheck]
+    notes: list[str] = field(default_factory=list)
+    variant_root: Path | None = None  # the variant's folder, aliases resolved
+
+    @property
+    def n_problems(self) -> int:
+        """Problems over all files."""
+        return sum(s.n_problems for s in self.splits)
+
+    @property
+    def ok(self) -> bool:
+        """True when no file has a problem."""
+        return self.n_problems == 0
+
+
+def first_distinct(paths: Sequence[str], n: int = SHOW_FIRST) -> list[str]:
+    """The first ``n`` distinct paths, in order."""
+    return list(dict.fromkeys(paths))[:n]
+
+
+def parse_tasks(text: str | None, reader: LayoutReader) -> list[str]:
+    """``"A,B"`` -> ``["A", "B"]``; None or empty -> every task of the layout. Unknown names are a
+    user error: a typo would otherwise show up as a "missing file" and look like a data problem."""
+    if not text:
+        return reader.task_names
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in reader.task_scorers]
+    if unknown:
+        raise DataError(f"unknown task(s) {', '.join(unknown)}; the {reader.name} tasks are "
+                        f"{', '.join(reader.task_names)}")
+    return tasks
+
+
+def check_tree(instruction_root: Path | str, image_root: Path | str, variant: str = "Instructions",
+               tasks: Sequence[str] | None = None, *, verify_images: bool = False,
+               splits: Sequence[str] = SPLITS, layout: str = "coin") -> CheckReport:
+    """Check every task and split of a tree in ``layout`` (a registered ``LayoutReader``) and collect
+    all problems (never raises for a problem inside the tree; raises ``DataError`` if the roots
+    themselves are not folders)."""
+    reader = layout_reader(layout)
+    instruction_root, image_root = Path(instruction_root), Path(image_root)
+    variant_root = instruction_root / reader.variant_dir(variant)
+    # Wrong roots are a usage mistake, not a data problem: one clear error beats a table of
+    # every file "missing".
+    if not variant_root.is_dir():
+        raise DataError(f"instruction variant folder not found: {variant_root}")
+    if not image_root.is_dir():
+        raise DataError(f"image root not found: {image_root}")
+    report = CheckReport(instruction_root, image_root, variant, [], variant_root=variant_root)
+    for task in tasks if tasks is not None else reader.task_names:
+        for split in splits:
+            errors: list[DataError] = []
+            data = reader.load_task(instruction_root, image_root, variant, task, splits=(split,),
+                                    verify_images=verify_images, errors=errors)
+            check = SplitCheck(task, split, variant_root / task / f"{split}.json",
+                               ok=len(getattr(data, split)))
+            for e in errors:
+                if e.kind in ("missing_file", "bad_file") and e.index is None and check.file_error is None:
+                    check.file_error = e
+                elif e.kind == "missing_image":
+                    check.missing_images.append(e.image or "?")
+                elif e.kind == "unreadable_image":
+                    check.unreadable_images.append(e.image or "?")
+                else:
+                    check.malformed.append(e)
+            report.splits.append(check)
+        report.notes += reader.notes(image_root, task, splits)
+    return report
+
+
+
+
+def layout_reader(name: str) -> LayoutReader:
+    """The registered reader ``name``, which must read a task-by-task layout."""
+    reader = READERS.get(name, "layout")()
+    if not isinstance(reader, LayoutReader):
+        raise ConfigError(f"reader {name!r} does not read a <root>/<variant>/<task> layout")
+    return reader

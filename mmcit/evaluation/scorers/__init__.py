@@ -1,0 +1,1 @@
+"""The built-in scorers, one module per benchmark family (each registers into ``SCORERS``)."""

@@ -1,0 +1,70 @@
+"""A byte-level BPE tokenizer trained locally on a benchmark's text (no hub download)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<image>"]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
+    """Train a byte-level BPE on ``texts`` and wrap it as a transformers fast tokenizer.
+
+    Byte-level keeps decoding lossless for any text (real prompts included); the small vocabulary
+    merges the benchmark's frequent words into single tokens, which a tiny LM learns faster.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return wrap_tokenizer(tok)
+
+
+def wrap_tokenizer(tok):
+    """A ``tokenizers`` tokenizer as a transformers fast tokenizer with mmcit's special tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    fast.padding_side = "right"
+    return fast
+
+
+def load_tokenizer(folder: str | Path):
+    """The tokenizer saved in ``folder``."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(folder))
+
+
+def corpus_texts(instruction_root: Path) -> list[str]:
+    """Every prompt and answer in every instruction file under the root (all variants, all tasks):
+    the text a locally trained tokenizer must cover."""
+    texts: list[str] = []
+    for path in sorted(Path(instruction_root).rglob("*.json")):
+        records = json.loads(path.read_text(encoding="utf-8"))
+        for rec in records if isinstance(records, list) else []:
+            if not isinstance(rec, dict):
+                continue
+            for turn in rec.get("conversations") or []:
+                if isinstance(turn, dict) and isinstance(turn.get("value"), str):
+                    texts.append(turn["value"].replace("<image>", ""))
+            for k in ("text", "answer"):
+                if isinstance(rec.get(k), str):
+                    texts.append(rec[k].replace("<image>", ""))
+    return texts

@@ -1,0 +1,196 @@
+"""Training one stage of a stream: the inner loop, with the method's hooks.
+
+    for each optimizer step:
+        draw the global batch (a seeded permutation per epoch), take this process's share
+        forward + loss (+ method.extra_loss) + backward, in micro-batches weighted by label tokens
+        sum the gradients across processes, clip, optimizer.step()
+        method.after_optimizer_step(model)      # gradients are still present here
+        scheduler.step(), zero_grad
+        every ``checkpoint_every`` steps: hand a TrainState to the caller
+
+A resumed stage (``resume=TrainState``) draws the same batches, learning rates and random numbers
+as the uninterrupted stage would have, so its weights are bit-identical (given the caller restored
+the weights and the method state of the same moment).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from mmcit.data.collate import IGNORE_INDEX, collate
+from mmcit.data.sample import Sample
+from mmcit.errors import NonFiniteLoss
+from mmcit.methods.base import Method
+from mmcit.models.tower_cache import cacheable, cached_tower_tokens, tower_tokens, with_image_tokens
+from mmcit.models.wrapper import MMModel
+from mmcit.training import distributed as dist
+from mmcit.training.config import TrainConfig
+from mmcit.training.optim import lr_lambda, make_optimizer, num_steps
+from mmcit.training.rng import restore_rng
+from mmcit.training.state import TrainState, TrainStats
+
+__all__ = ["NonFiniteLoss", "StageInputs", "train_stage"]
+
+
+class StageInputs:
+    """The encoded training samples of a stage, with the frozen tower's output where it can be cached.
+
+    Small stages are encoded once (images decoded, text tokenised); a large one (real CoIN) is
+    encoded batch by batch, so its images are read lazily and never all held in memory. A frozen
+    tower's output per image never changes during the stage: where the model allows, steps go
+    through the tower's output tokens (``mmcit.models.tower_cache``), computed once here for a stage
+    encoded once (when they fit in memory), else batch by batch. Both run the tower one image at a
+    time: a CPU convolution's result depends on the batch it is in (by ~1e-5), and a stage must
+    train identically however it is encoded.
+    """
+
+    def __init__(self, model: MMModel, samples: list[Sample], cfg: TrainConfig) -> None:
+        self.samples = samples
+        self.encoder = model.encoder(cfg.max_length)
+        self.features = ([self.encoder.encode_train(s) for s in samples]
+                         if len(samples) <= cfg.encode_once_limit else None)
+        base = model.peft.get_base_model()
+        self.via_tokens = dist.world_size() == 1 and cacheable(base)
+        if self.via_tokens and self.features is not None:
+            with model.autocast():
+                tokens = cached_tower_tokens(base, [f["pixel_values"] for f in self.features], batch_size=1)
+            if tokens is not None:
+                self.features = [{**f, "image_tokens": t} for f, t in zip(self.features, tokens)]
+
+    def __getitem__(self, i: int) -> dict:
+        return self.features[i] if self.features is not None else self.encoder.encode_train(self.samples[i])
+
+
+class _Cursor:
+    """Where a stage stands: steps done, the data order left in this epoch, the shuffling RNG, the
+    losses and the training seconds before this process took over."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.order: list[int] = []
+        self.step = 0
+        self.first = self.last = float("nan")
+        self.seconds_before = 0.0
+
+    def restore(self, resume: TrainState) -> None:
+        self.order = list(resume.order)
+        version, internal, gauss = resume.rng
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.first, self.last = resume.first_loss, resume.last_loss
+        self.seconds_before, self.step = resume.seconds, resume.step
+
+    def next_batch(self, n_samples: int, batch_size: int) -> list[int]:
+        if len(self.order) < batch_size:  # epoch boundary: a fresh permutation
+            perm = list(range(n_samples))
+            self.rng.shuffle(perm)
+            self.order += perm
+        idx, self.order = self.order[:batch_size], self.order[batch_size:]
+        return idx
+
+    def record(self, value: float) -> None:
+        self.first = value if self.step == 0 else self.first
+        self.last = value
+        self.step += 1
+
+
+def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: TrainConfig, *, seed: int,
+                desc: str = "train", progress: bool = True, resume: TrainState | None = None,
+                on_checkpoint: Callable[[TrainState], None] | None = None) -> TrainStats:
+    """Train one stage (see the module docstring); with ``cfg.checkpoint_every`` set,
+    ``on_checkpoint`` gets a :class:`TrainState` every that many optimizer steps, and ``resume``
+    continues from one."""
+    start = time.perf_counter()
+    if cfg.batch_size % dist.world_size():
+        raise ValueError(f"{desc}: batch size {cfg.batch_size} does not split over {dist.world_size()} processes")
+    inputs = StageInputs(model, samples, cfg)
+    total = num_steps(len(samples), cfg)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg))
+    params = [p for _, p in model.trainable_named_parameters()]
+    cursor = _Cursor(seed)
+    model.train()
+    if resume is not None:
+        if resume.total != total:
+            raise ValueError(f"{desc}: the step checkpoint was taken in a stage of {resume.total} steps, "
+                             f"this stage has {total}")
+        # Optimizer before scheduler: the scheduler's state refers to the groups' learning rates.
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        cursor.restore(resume)
+        if resume.global_rng is not None:  # last: nothing above may draw from it afterwards
+            restore_rng(resume.global_rng)
+    every = cfg.checkpoint_every if on_checkpoint is not None else None
+    pad = model.tokenizer.pad_token_id
+    bar = tqdm(range(cursor.step, total), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
+               initial=cursor.step, total=total)
+    for step in bar:
+        idx = cursor.next_batch(len(samples), cfg.batch_size)
+        value = _accumulate(model, method, [inputs[i] for i in dist.shard(idx)], pad, cfg.micro_batch_size,
+                            inputs.via_tokens)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"{desc}: loss is {value} at step {step + 1}/{total}; stopping this task")
+        dist.sum_gradients(params)
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        method.after_optimizer_step(model)  # gradients are still present here
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        cursor.record(value)
+        bar.set_postfix(loss=f"{value:.3f}")
+        if every and cursor.step % every == 0:
+            version, internal, gauss = cursor.rng.getstate()
+            on_checkpoint(TrainState(
+                step=cursor.step, total=total, order=list(cursor.order), rng=[version, list(internal), gauss],
+                first_loss=cursor.first, last_loss=cursor.last,
+                seconds=cursor.seconds_before + time.perf_counter() - start,
+                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict()))
+    bar.close()
+    return TrainStats(total, len(samples), cursor.first, cursor.last,
+                      cursor.seconds_before + time.perf_counter() - start)
+
+
+def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, micro: int | None,
+                via_tokens: bool = False) -> float:
+    """Forward and backward this process's rows of the global batch, in micro-batches; returns the
+    loss of the whole global batch (the same value on every process).
+
+    Each micro-batch's mean token loss is weighted by its share of the global batch's label tokens,
+    so the summed gradients equal those of one forward over the global batch whatever the
+    micro-batch size and the number of processes. (One micro-batch on one process: weight 1.)
+    """
+    micro = micro or len(local)
+    batches = [collate(local[k: k + micro], pad, "right") for k in range(0, len(local), micro)]
+    counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
+    single = len(batches) == 1 and dist.world_size() == 1
+    if not single:
+        total_tokens = dist.all_reduce_sum(torch.tensor(float(sum(counts)), device=model.device)).item()
+    value = None
+    base = model.peft.get_base_model()
+    for k, (batch, count) in enumerate(zip(batches, counts)):
+        rows = local[k * micro: (k + 1) * micro]
+        if via_tokens:  # the tower's output tokens: computed once per stage, or here
+            # Under the model's autocast, as its own forward runs the tower and projector: a bf16
+            # model's float32 projector would otherwise meet the tower's bf16 tokens.
+            with model.autocast():
+                tokens = (torch.stack([f["image_tokens"] for f in rows]) if "image_tokens" in rows[0]
+                          else tower_tokens(base, batch["pixel_values"], batch_size=1))
+                inputs = with_image_tokens(base, batch, tokens)
+            outputs = model(**inputs)
+        else:
+            outputs = model(**batch)
+        loss = outputs.loss
+        extra = method.extra_loss(model, batch, outputs)
+        if extra is not None:
+            loss = loss + extra
+        if not single:
+            loss = loss * (count / total_tokens)
+        loss.backward()
+        value = loss.detach().float() if value is None else value + loss.detach().float()
+    # One sync per step: the progress bar and the NaN guard need the value, on every process alike.
+    return float(dist.all_reduce_sum(value).item()) if not single else float(value.item())
