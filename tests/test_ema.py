@@ -41,8 +41,9 @@ class RefEMA:
     """Per-group python loop in float64 with one host sync per norm, as the authors' code does."""
 
     def __init__(self, groups: dict[str, list[str]], scale: float = 2.0, fallback: float = 0.01,
-                 fixed_alpha: float | None = None):
+                 fixed_alpha: float | None = None, mean: bool = False):
         self.groups, self.scale, self.fallback, self.fixed = groups, scale, fallback, fixed_alpha
+        self.mean = mean  # alpha_norm "mean": the three norms divided by the group's element count
         self.E: dict[str, torch.Tensor] = {}
         self.gp: dict[str, torch.Tensor] = {}
         self.alphas: dict[str, float] = {}
@@ -63,6 +64,9 @@ class RefEMA:
             a = sum(float((theta[n] - self.E[n]).abs().sum()) for n in names)
             b = sum(float(grad[n].abs().sum()) for n in names)
             c = sum(float((grad[n] - self.gp[n]).abs().sum()) for n in names)
+            if self.mean:
+                numel = sum(theta[n].numel() for n in names)
+                a, b, c = a / numel, b / numel, c / numel
             if self.fixed is not None:
                 alpha = self.fixed
             else:
@@ -98,6 +102,44 @@ SHAPES = {"w1": (16, 8), "w2": (8, 16), "bias": (32,), "tiny": (2,), "cube": (4,
 
 
 # -- exactness ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "layer"])
+def test_mean_norms_match_the_reference_and_do_not_grow_as_tensors_shrink(granularity):
+    """alpha_norm: mean divides each norm by the group's element count (a weight independent of size)."""
+    shapes = {"m.lora_A.default.weight": (8, 64), "m.lora_B.default.weight": (64, 8), "small": (4,)}
+    params = make_params(shapes)
+    ema = AdaptiveEMA(params.items(), alpha_norm="mean", granularity=granularity, scale=0.5)
+    groups = ({n: [n] for n in params} if granularity == "tensor"
+              else {"m:default": list(shapes)[:2], "small": ["small"]})
+    ref = RefEMA(groups, scale=0.5, mean=True)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(4):
+        fake_step(params, gen)
+        ema.update()
+        ref.update(params)
+        for g, expected in ref.alphas.items():
+            assert ema.last_alphas[g] == pytest.approx(expected, rel=1e-6)
+    for n in params:
+        assert_close_rel(ema.shadow[n], ref.E[n])
+    # The same per-element statistics in a tensor 16x as large give the same mean-norm alpha, where
+    # the reference's summed norms would give about a 16th of it.
+    one = {"w": torch.nn.Parameter(torch.ones(4))}
+    big = {"w": torch.nn.Parameter(torch.ones(64))}
+    alphas = {}
+    for key, p in (("one", one), ("big", big)):
+        for norm in ("sum", "mean"):
+            e = AdaptiveEMA(p.items(), alpha_norm=norm, scale=1e-3)
+            for step, (delta, grad) in enumerate([(0.0, 1.0), (0.5, 3.0)]):
+                with torch.no_grad():
+                    p["w"].add_(delta)
+                p["w"].grad = torch.full_like(p["w"], grad)
+                e.update()
+            alphas[key, norm] = e.last_alphas["w"]
+    assert alphas["one", "mean"] == pytest.approx(alphas["big", "mean"], rel=1e-6)
+    assert alphas["one", "mean"] == pytest.approx(1e-3 * (1 + 3.0) / (0.5 * 2.0), rel=1e-6)  # 4e-3
+    assert alphas["one", "sum"] == pytest.approx(1e-3 * (1 + 12.0) / (2.0 * 8.0), rel=1e-6)
+    assert alphas["big", "sum"] == pytest.approx(1e-3 * (1 + 192.0) / (32.0 * 128.0), rel=1e-6)
 
 
 @pytest.mark.parametrize("shapes", [SHAPES, {"big": (3, 4099), "w1": (16, 8), "long": (9000,), "tiny": (2,)}],

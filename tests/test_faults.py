@@ -35,8 +35,10 @@ from tests.test_integration import tiny_cfg
 
 REPO = Path(__file__).resolve().parent.parent
 THREE = "data.tasks=[TextVQA, GQA, VizWiz]"
-METHODS = ["lora_ft", "lcia", "adaptive_ema", "lcia"]  # one run folder each
-KILLS_PER_RUN = 6
+# One run folder per entry. The default suite kills two folders (the EMA's and LCIA's state); the
+# slow variant the four of the original fault campaign.
+QUICK = (["adaptive_ema", "lcia"], 5)
+FULL = (["lora_ft", "lcia", "adaptive_ema", "lcia"], 6)
 SEED = 20250607  # the kill moments are reproducible
 
 
@@ -93,9 +95,11 @@ def _check_folder(run_dir: Path, before: set[Path], counts: dict) -> set[Path]:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_random_sigkills_never_break_the_run_folder(tmp_path, cache_dir):
+@pytest.mark.parametrize("methods, kills_per_run", [QUICK, pytest.param(*FULL, marks=pytest.mark.slow)],
+                         ids=["quick", "full"])
+def test_random_sigkills_never_break_the_run_folder(tmp_path, cache_dir, methods, kills_per_run):
     references, duration = {}, 0.0
-    for method in sorted(set(METHODS)):  # uninterrupted runs; also warms every import
+    for method in sorted(set(methods)):  # uninterrupted runs; also warms every import
         start = time.perf_counter()
         references[method] = run(tiny_cfg(tmp_path / f"ref_{method}", cache_dir, THREE, f"method={{type: {method}}}"),
                                  progress=False, log=lambda m: None)["accuracy_matrix"]
@@ -104,7 +108,7 @@ def test_random_sigkills_never_break_the_run_folder(tmp_path, cache_dir):
     counts = {"kills": 0, "runs_finished_before_kill": 0, "files_checked": 0, "broken": [], "lost": [],
               "temp_seen": 0, "checkpoints_verified": 0}
     folders = []
-    for n, method in enumerate(METHODS):
+    for n, method in enumerate(methods):
         cfg = tiny_cfg(tmp_path / f"f{n}", cache_dir, THREE, f"method={{type: {method}}}")
         config = tmp_path / f"f{n}.yaml"
         config.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
@@ -113,7 +117,7 @@ def test_random_sigkills_never_break_the_run_folder(tmp_path, cache_dir):
         visible: set[Path] = set()
         argv = ["run", str(config), "--no-progress"]
         kills = 0
-        while kills < KILLS_PER_RUN:
+        while kills < kills_per_run:
             pid = fork_cli(argv)
             if _kill_at(pid, rng.uniform(0.0, 1.1 * duration)):
                 kills += 1
@@ -124,7 +128,7 @@ def test_random_sigkills_never_break_the_run_folder(tmp_path, cache_dir):
             if (run_dir / "config.yaml").exists():
                 argv = ["run", "--resume", str(run_dir), "--no-progress"]
         # Finish: the last folder through a real interpreter, the others forked.
-        if n == len(METHODS) - 1:
+        if n == len(methods) - 1:
             proc = subprocess.run([sys.executable, "-m", "mmcit.cli", *argv], cwd=REPO, capture_output=True,
                                   text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
             assert proc.returncode == 0, proc.stderr[-2000:]
@@ -141,6 +145,6 @@ def test_random_sigkills_never_break_the_run_folder(tmp_path, cache_dir):
           f"first), {counts['files_checked']} files checked, {len(counts['broken'])} broken, "
           f"{len(counts['lost'])} lost, {counts['temp_seen']} temporary files seen after kills, "
           f"{counts['checkpoints_verified']} checkpoint verifications")
-    assert counts["kills"] >= 20
+    assert counts["checkpoints_verified"] > 0  # kills landed while checkpoints existed, and they verified
     assert not counts["broken"], counts["broken"][:5]
     assert not counts["lost"], counts["lost"][:5]

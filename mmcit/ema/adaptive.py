@@ -34,8 +34,11 @@ from mmcit.ema.groups import GroupLayout, layer_group, local_part, shard_group
 __all__ = ["AdaptiveEMA"]
 
 
+ALPHA_NORMS = ("sum", "mean")
+
+
 def _check_arguments(named: list, kernel: str, granularity: str, fallback: float,
-                     fixed_alpha: float | None) -> None:
+                     fixed_alpha: float | None, alpha_norm: str) -> None:
     if not named:
         raise ValueError("AdaptiveEMA needs at least one parameter")
     names = [n for n, _ in named]
@@ -49,6 +52,8 @@ def _check_arguments(named: list, kernel: str, granularity: str, fallback: float
         raise ValueError(f"fallback must be in (0, 1], got {fallback}")
     if fixed_alpha is not None and not 0.0 < fixed_alpha <= 1.0:
         raise ValueError(f"fixed_alpha must be in (0, 1], got {fixed_alpha}")
+    if alpha_norm not in ALPHA_NORMS:
+        raise ValueError(f"alpha_norm must be 'sum' or 'mean', got {alpha_norm!r}")
 
 
 def _reduce_group(params: list[torch.Tensor], sharded: bool,
@@ -77,6 +82,9 @@ class AdaptiveEMA:
         group_fn: custom ``name -> group key``; overrides ``granularity``.
         state_dtype: dtype of E and g_prev (float32 unless you know better).
         fixed_alpha: constant balance weight for a plain EMA (decay 0.99 -> 0.01); None = adaptive.
+        alpha_norm: ``"sum"`` (reference: the three L1 norms summed over a group's elements, so
+            alpha grows as tensors shrink) or ``"mean"`` (the norms divided by the group's element
+            count, so alpha does not depend on the tensors' sizes).
         process_group: all-reduce the per-group partial norms over this group. Only for sharded
             parameters: with replicated parameters the sums would be counted once per rank.
         sharded: parameters are sharded (each rank holds a part of each tensor); reduces over
@@ -102,17 +110,19 @@ class AdaptiveEMA:
         group_fn: Callable[[str], str] | None = None,
         state_dtype: torch.dtype = torch.float32,
         fixed_alpha: float | None = None,
+        alpha_norm: str = "sum",
         process_group: "dist.ProcessGroup | None" = None,
         sharded: bool = False,
         chunk_numel: int = 1 << 27,
         kernel: str = "auto",
     ) -> None:
         named = list(named_params)
-        _check_arguments(named, kernel, granularity, fallback, fixed_alpha)
+        _check_arguments(named, kernel, granularity, fallback, fixed_alpha, alpha_norm)
         self.scale = float(scale)
         self.fallback = float(fallback)
         self.fixed_alpha = None if fixed_alpha is None else float(fixed_alpha)
         self.granularity = granularity
+        self.alpha_norm = alpha_norm
         self.names = [n for n, _ in named]
         self._params = [p for _, p in named]
         local = [local_part(p) for p in self._params]
@@ -149,6 +159,9 @@ class AdaptiveEMA:
         self._zero = torch.zeros((), **f32)
         self._fallback_t = torch.tensor(self.fallback, **f32)
         self._fixed_t = torch.tensor(self.fixed_alpha if self.fixed_alpha is not None else math.nan, **f32)
+        # Elements per group, of the whole tensors (a DTensor's numel is its global one): "mean" norms.
+        numel = torch.tensor([p.numel() for p in self._params], dtype=self._acc_dtype, device=self.device)
+        self._group_numel = self._layout.group_sums(numel[None])[0]
         self._steps = 0
         self._backup: list[torch.Tensor] | None = None
 
@@ -193,6 +206,8 @@ class AdaptiveEMA:
         if self._reduce_group is not None:
             # One collective for all three norms of all groups: shard sums -> full-tensor norms.
             dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=self._reduce_group)
+        if self.alpha_norm == "mean":
+            sums = sums / self._group_numel
         a, b, c = sums.unbind(0)
 
         valid = torch.isfinite(b)  # NaN/inf gradient, or a missing one (NaN placeholder)

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from mmcit.ema.adaptive import AdaptiveEMA
+from mmcit.ema.adaptive import ALPHA_NORMS, AdaptiveEMA
 from mmcit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -27,12 +27,15 @@ GRANULARITIES = ("tensor", "layer")
 class EMASettings:
     """``method.ema``: the balance weight alpha = scale * (1 + ||g||_1) / (||theta - E||_1 *
     ||g - g_prev||_1), ``fallback`` where that is no weight in (0, 1), one alpha per tensor or per
-    layer; with ``fixed_alpha`` a plain EMA of constant weight (decay = 1 - fixed_alpha)."""
+    layer; ``alpha_norm: mean`` takes the norms as means over the elements, so that alpha does not
+    grow as tensors shrink; with ``fixed_alpha`` a plain EMA of constant weight (decay =
+    1 - fixed_alpha)."""
 
     scale: float = 2.0  # the reference value
     fallback: float = 0.01  # the reference value
     granularity: str = "tensor"  # tensor (reference) | layer
     fixed_alpha: float | None = None  # None: adaptive
+    alpha_norm: str = "sum"  # sum (reference: L1 norms summed over elements) | mean (over elements)
 
     def validate(self) -> None:
         """Reject settings the EMA cannot run, before any work starts."""
@@ -45,6 +48,8 @@ class EMASettings:
                               f"got {self.granularity!r}")
         if self.fixed_alpha is not None and not 0.0 < self.fixed_alpha <= 1.0:
             raise ConfigError(f"method.ema.fixed_alpha must be in (0, 1], got {self.fixed_alpha}")
+        if self.alpha_norm not in ALPHA_NORMS:
+            raise ConfigError(f"method.ema.alpha_norm must be one of {', '.join(ALPHA_NORMS)}, got {self.alpha_norm!r}")
 
 
 def _mean_finite(values) -> float | None:
