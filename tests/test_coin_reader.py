@@ -146,10 +146,17 @@ def test_missing_image_names_file_and_record(tmp_path):
     assert len(td.train) == 2
 
 
-def test_unreadable_image_with_verify(tmp_path):
+def test_unreadable_images_header_and_verify(tmp_path):
     instr, images, path = make_tree(tmp_path, "GQA", "train", [train_rec("d/bad.png")])
     (images / "d" / "bad.png").write_bytes(b"not a png")
-    load_task(instr, images, "original", "GQA", splits=("train",))  # exists: fine without verify
+    expect_error(instr, images, "GQA", "train", str(path), "record 0", "cannot be read", "UnidentifiedImageError")
+    (images / "d" / "bad.png").write_bytes(b"")  # a 0-byte file
+    expect_error(instr, images, "GQA", "train", str(path), "record 0", "d/bad.png", "cannot be read")
+    # A truncated body has a good header: only the full decode of verify_images finds it.
+    Image.effect_noise((64, 64), 50).convert("RGB").save(images / "d" / "bad.png")
+    data = (images / "d" / "bad.png").read_bytes()
+    (images / "d" / "bad.png").write_bytes(data[: len(data) // 2])
+    assert len(load_task(instr, images, "original", "GQA", splits=("train",)).train) == 1
     expect_error(instr, images, "GQA", "train", str(path), "record 0", "cannot be read", verify_images=True)
 
 
@@ -170,7 +177,7 @@ def test_missing_file(tmp_path):
 
 @pytest.mark.parametrize("bad", [
     {"id": 1, "image": "d/a.png"},                                            # no conversations
-    {"id": 1, "conversations": train_rec()["conversations"]},                 # no image
+    train_rec(image=5),                                                       # image not a string
     train_rec(conversations=[{"from": "gpt", "value": "x"}, {"from": "human", "value": "q"}]),
     train_rec(conversations=[{"from": "human", "value": "<image>\nq"}]),     # no gpt turn
     train_rec(conversations=[{"from": "human", "value": 3}, {"from": "gpt", "value": "x"}]),

@@ -103,12 +103,17 @@ def test_many_missing_images_are_counted_and_abbreviated(tree, capsys):
     assert "8 record(s) with a missing image (8 distinct)" in out and "... and 3 more" in out
 
 
-def test_verify_images_finds_unreadable(tree, capsys):
+def test_unreadable_images_found_by_header_and_by_verify(tree, capsys):
     instr, images = tree
-    (images / "GQA" / "test" / "00001.png").write_bytes(b"not a png")
-    assert run_check(capsys, *roots(instr, images), "--tasks", "GQA")[0] == 0  # exists: fine
-    code, out = run_check(capsys, *roots(instr, images), "--tasks", "GQA", "--verify-images")
+    (images / "GQA" / "test" / "00001.png").write_bytes(b"")  # 0 bytes: the header check finds it
+    code, out = run_check(capsys, *roots(instr, images), "--tasks", "GQA")
     assert code == 1 and "1 record(s) with an unreadable image: GQA/test/00001.png" in out
+    png = images / "GQA" / "test" / "00002.png"
+    png.write_bytes(png.read_bytes()[:60])  # header intact, pixels cut: only a full decode finds it
+    code, out = run_check(capsys, *roots(instr, images), "--tasks", "GQA")
+    assert code == 1 and "1 record(s) with an unreadable image: GQA/test/00001.png" in out
+    code, out = run_check(capsys, *roots(instr, images), "--tasks", "GQA", "--verify-images")
+    assert code == 1 and "2 record(s) with an unreadable image: GQA/test/00001.png, GQA/test/00002.png" in out
 
 
 def test_json_output(tree, capsys):
