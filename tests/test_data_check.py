@@ -259,5 +259,6 @@ def test_notes_for_absent_gold_files_and_text_only_records_pass(tmp_path, capsys
     edit(task_file(instr, "ScienceQA", "train"), lambda recs: recs[0].pop("image"))
     code, out = run_check(capsys, *roots(instr, images), "--tasks", "ScienceQA,TextVQA", "--verify-images")
     assert code == 0 and "no problems: 66 records in 4 file(s)" in out
-    assert f"note: ScienceQA: {images / 'ScienceQA' / 'problems.json'} not found; the number of choices is counted" in out
+    problems = images / "ScienceQA" / "problems.json"
+    assert f"note: ScienceQA: {problems} not found; the number of choices is counted" in out
     assert "note: TextVQA test: 3 of 3 test sample(s): no ten gold answers" in out

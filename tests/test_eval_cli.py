@@ -125,7 +125,8 @@ def test_textvqa_without_its_ten_answers(roots, tmp_path, capsys):
     assert "  warning: 2 of 2 test sample(s): no ten gold answers" in out
     (roots[1] / "TextVQA").mkdir()
     (roots[1] / "TextVQA" / "TextVQA_0.5.1_val.json").write_text(json.dumps(
-        {"data": [{"question_id": 1, "answers": ["stop"] * 2 + ["halt"] * 8}, {"question_id": 2, "answers": ["exit"] * 10}]}))
+        {"data": [{"question_id": 1, "answers": ["stop"] * 2 + ["halt"] * 8},
+                  {"question_id": 2, "answers": ["exit"] * 10}]}))
     result = json.loads(run(capsys, *answers_args(roots, ans, "TextVQA", "--mode", "reference", "--json"))[1])
     assert result["accuracy"] == pytest.approx(30.0) and result["warnings"] == []  # (0.6 + 0) / 2
 

@@ -44,16 +44,16 @@ def test_bad_image_and_reference_textvqa_refused_before_training(tmp_path, cache
     with pytest.raises(DataError) as info:
         run(cfg, progress=False, log=lambda m: None)
     lines = str(info.value).splitlines()
-    assert len(lines) == 3 and "nothing was trained" in lines[0]
-    assert lines[1].startswith("1 image(s) missing or unreadable, used by 1 sample(s)")
-    assert "GQA/train.json, record 0: image " in lines[2] and f"{tree[2]!r} cannot be read" in lines[2]
+    assert len(lines) == 2 and lines[0].startswith("1 image(s) missing or unreadable, used by 1 sample(s); "
+                                                   "nothing was trained")
+    assert "GQA/train.json, record 0: image " in lines[1] and f"{tree[2]!r} cannot be read" in lines[1]
     assert not (tmp_path / "run").exists()
     # The command line: exit 2, the same lines, no traceback; reference mode adds TextVQA's line.
     assert main(["run", "configs/demo/lora_ft.yaml", *coin_args(tree), f"output_dir={tmp_path / 'run'}",
                  f"data.cache_dir={cache_dir}", "data.tasks=[TextVQA, GQA]", "eval.scoring_mode=reference"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.startswith("mmcit: error: the data cannot be used")
-    assert "TextVQA: 3 of 3 test sample(s) cannot be scored in reference mode; first: TextVQA sample" in err
+    assert "Traceback" not in err and err.startswith("mmcit: error: 1 image(s) missing or unreadable")
+    assert "\nTextVQA: 3 of 3 test sample(s) cannot be scored in reference mode; first: TextVQA sample" in err
     assert "no ten gold answers" in err and f"{tree[2]!r} cannot be read" in err
 
 
@@ -69,7 +69,8 @@ def test_skip_bad_images_leaves_the_samples_out_and_says_so(tmp_path, cache_dir,
     logs: list[str] = []
     checks = preflight(data, cfg.data, "default", logs.append).record()
     assert checks["skipped_samples"] == {"GQA": {"train": 1, "test": 0}}
-    assert checks["skipped_images"]["count"] == 1 and f"{tree[2]!r} cannot be read" in checks["skipped_images"]["first"][0]
+    assert checks["skipped_images"]["count"] == 1
+    assert f"{tree[2]!r} cannot be read" in checks["skipped_images"]["first"][0]
     assert checks["warnings"] == [f"TextVQA: 3 of 3 test sample(s): {_gap()}"]
     assert logs[0].startswith("skipping 1 sample(s)") and logs[1].startswith("warning: TextVQA: 3 of 3")
     with pytest.raises(DataError, match="TextVQA: 3 of 3 test sample"):

@@ -109,10 +109,9 @@ class Encoder:
             tgt_ids = self.tok(target, add_special_tokens=False)["input_ids"]
             ids += ctx_ids + tgt_ids
             labels += [IGNORE_INDEX] * len(ctx_ids) + tgt_ids
-        if len(ids) > self.max_length:
-            raise ValueError(
-                f"sample {sample.task}/{sample.id} has {len(ids)} tokens, over max_length={self.max_length}"
-            )
+        if len(ids) > self.max_length:  # a DataError (one line, exit 2): the record, not the code, is at fault
+            raise DataError(f"sample {sample.task}/{sample.id} has {len(ids)} tokens, over "
+                            f"max_length={self.max_length} (train.max_length)")
         return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values}
 
     def encode_prompt(self, sample: Sample) -> dict:

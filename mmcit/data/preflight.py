@@ -61,8 +61,8 @@ def preflight(data: StreamData, cfg: DataConfig, scoring_mode: str,
     problems: list[str] = []
     if lines and not cfg.skip_bad_images:
         problems += [f"{len(lines)} image(s) missing or unreadable, used by {len(data.bad_images)} sample(s); "
-                     "fix them, or set data.skip_bad_images: true to train and evaluate without those samples:",
-                     *lines]
+                     "nothing was trained: fix them, or set data.skip_bad_images: true to train and evaluate "
+                     "without those samples:", *lines]
     checks = DataChecks(skipped=data.skipped if lines else {}, skipped_images=lines)
     for task in data.tasks:
         if not task.test:
@@ -73,7 +73,7 @@ def preflight(data: StreamData, cfg: DataConfig, scoring_mode: str,
         if warning is not None:
             checks.warnings.append(f"{task.name}: {warning}")
     if problems:
-        raise DataError("the data cannot be used as it is (nothing was trained):\n" + "\n".join(problems))
+        raise DataError("\n".join(problems))
     if lines:
         log(f"skipping {len(data.bad_images)} sample(s) whose image is missing or unreadable "
             f"({len(lines)} image(s), data.skip_bad_images); results.json lists them")

@@ -86,8 +86,9 @@ def score_sample(scorer: str, prediction: str | None, sample: Sample, mode: str 
 
     ``scorer`` is one of ``SCORERS``; ``mode`` is "default" or "reference" (see the module
     docstring and each scorer's doc). Default mode strips the prediction's surrounding whitespace
-    first, reference mode reads it as given; ``None`` scores 0. Raises ValueError for an unknown scorer or mode, or for a sample that lacks
-    what its scorer needs (10 TextVQA answers, a grounding size, a ScienceQA gold letter...).
+    first, reference mode reads it as given; ``None`` scores 0. Raises ValueError for an unknown
+    scorer or mode, or for a sample that lacks what its scorer needs (10 TextVQA answers in
+    reference mode, a grounding size, a ScienceQA gold letter...).
     """
     return _score(_check(scorer, mode), prediction, sample, mode)
 
