@@ -211,25 +211,22 @@ def test_skip_missing_images_does_not_hide_other_problems(tree):
         load_task(instr, images, "original", "GQA", skip_missing_images=True, check_images=False)
 
 
-def test_skip_bad_images_drops_unreadable_too_and_hands_over_the_problems(tree):
-    instr, images = tree
-    (images / "GQA" / "train" / "00003.png").write_bytes(b"")
-    (images / "GQA" / "train" / "00005.png").unlink()
-    skipped: dict[str, dict[str, int]] = {}
-    dropped: list[DataError] = []
-    gqa = load_task(instr, images, "original", "GQA", skip_bad_images=True, skipped=skipped, dropped=dropped)
-    assert skipped == {"GQA": {"train": 2, "test": 0}} and len(gqa.train) == 38
-    assert [(e.kind, e.index, e.image) for e in dropped] == [
-        ("unreadable_image", 3, "GQA/train/00003.png"), ("missing_image", 5, "GQA/train/00005.png")]
-
-
-def test_image_problems_are_kept_in_the_parse_cache_until_fixed(tree, tmp_path, monkeypatch):
+def test_skip_bad_images_and_the_parse_cache_keeping_image_problems_until_fixed(tree, tmp_path, monkeypatch):
     from data_recipes import coin
 
     instr, images = tree
+    (images / "GQA" / "train" / "00003.png").write_bytes(b"")
+    (images / "GQA" / "train" / "00005.png").unlink()
     bad = images / "GQA" / "test" / "00001.png"
     good = bad.read_bytes()
     bad.write_bytes(b"")
+    skipped: dict[str, dict[str, int]] = {}
+    dropped: list[DataError] = []
+    gqa = load_task(instr, images, "original", "GQA", skip_bad_images=True, skipped=skipped, dropped=dropped)
+    assert skipped == {"GQA": {"train": 2, "test": 1}} and (len(gqa.train), len(gqa.test)) == (38, 2)
+    assert [(e.kind, e.index, e.image) for e in dropped] == [
+        ("unreadable_image", 3, "GQA/train/00003.png"), ("missing_image", 5, "GQA/train/00005.png"),
+        ("unreadable_image", 1, "GQA/test/00001.png")]
     cache = tmp_path / "arrow"
 
     def read() -> tuple[int, list[DataError]]:

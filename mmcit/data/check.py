@@ -41,14 +41,14 @@ def probe_image(path: Path, decode: bool = False) -> tuple[str, str] | None:
     empty, non-image and header-damaged files, and decompression bombs); with it every pixel is
     decoded too (also finds a truncated body, at the cost of a full decode).
     """
-    if not path.is_file():
-        return "missing_image", "not found"
     try:
         with Image.open(path) as im:
             if decode:
                 im.load()
             if im.width < 1 or im.height < 1:
                 return "unreadable_image", f"{im.format} image of size {im.size}"
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # no stat of its own: one syscall less
+        return "missing_image", "not found"
     except Exception as e:  # PIL raises many types for broken files
         return "unreadable_image", f"{type(e).__name__}: {e}"
     return None
