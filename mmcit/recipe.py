@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from mmcit.config import RunConfig
+from mmcit.data.preflight import preflight
 from mmcit.data.stream import StreamData, load_data
 from mmcit.errors import ConfigError
 from mmcit.evaluation.generate import evaluate_stage
@@ -47,6 +48,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     joined, log, progress = _start(cfg, log, progress)
     with dist.main_first():  # rank 0 generates the data first; the others read it from the cache
         data = load_data(cfg.data, cfg.data.cache_path(), log)
+    checks = preflight(data, cfg.data, cfg.eval.scoring_mode, log)  # bad images, unscorable tests: refused here
     run_dir, changes = prepare_run_dir(cfg, resume=resume)
     if resume and dist.is_main():
         for path in clean_temp_files(run_dir):  # left by a killed writer; never real files
@@ -56,7 +58,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     method.setup(model, RunContext(run_dir=run_dir, task_names=[t.name for t in data.tasks], seed=cfg.seed))
     stages = method.plan(data.tasks)
     point = resume_point(cfg, run_dir, model, method, stages, changes, log) if resume else ResumePoint()
-    record = RunRecord(cfg, [t.name for t in data.tasks], stages, method, point, started)
+    record = RunRecord(cfg, [t.name for t in data.tasks], stages, method, point, started, checks.record())
     if changes and record.matrix and dist.is_main():  # record the change now, not only after a stage
         record.write(run_dir)
     for stage in stages[point.done:]:

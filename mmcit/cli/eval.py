@@ -29,6 +29,7 @@ def format_answer_score(r: AnswerScore) -> str:
         lines.append(f"  unanswered, first: {', '.join(r.missing_ids)}")
     if r.unknown:
         lines.append(f"  unknown ids, first: {', '.join(r.unknown_ids)}")
+    lines += [f"  warning: {w}" for w in r.warnings]
     return "\n".join(lines)
 
 
@@ -81,6 +82,7 @@ def format_suite(r: SuiteResult) -> str:
         out.append(f"no task scored: none of the {n} answer file(s) exists")
     for task, path in r.absent:
         out.append(f"missing answer file for {task}: {path}")
+    out += [f"warning: {x.task}: {w}" for x in r.results for w in x.warnings]
     return "\n".join(out)
 
 

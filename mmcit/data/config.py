@@ -34,6 +34,9 @@ class DataConfig:
     train_limit: int | None = None  # keep at most this many training samples per task
     test_limit: int | None = None
     cache_dir: str | None = None  # where generated data and pretrained bases are cached
+    # A sample whose image is missing or unreadable: false, the run refuses to start (one line per
+    # image); true, the run leaves those samples out and counts them in results.json.
+    skip_bad_images: bool = False
 
     def validate(self) -> None:
         """Checks of the values alone, then the reader's own (no file is opened)."""

@@ -1,12 +1,13 @@
 """From a ``data:`` config to the tasks of a stream (and the captions that pretrain the tiny base)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmcit.data.config import DataConfig
 from mmcit.data.readers import READERS
 from mmcit.data.sample import Sample, TaskData
+from mmcit.errors import DataError
 
 
 @dataclass
@@ -18,6 +19,11 @@ class StreamData:
     instruction_root: Path
     image_root: Path
     key: str  # identifies the data, for caching what is derived from it (the tiny base)
+    # Samples the reader left out because their image is missing or unreadable (one DataError
+    # each, naming file, record and image) and their count per task and split: the run refuses
+    # them, or goes on without them with data.skip_bad_images (mmcit/data/preflight.py).
+    bad_images: list[DataError] = field(default_factory=list)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def load_data(cfg: DataConfig, cache_dir: Path | None = None, log=print) -> StreamData:

@@ -5,10 +5,16 @@ of the original evaluation scripts, quirks included, so that numbers can be comp
 ones; ``default`` mode differs only where a rule is a plain bug (each scorer's doc says which).
 The built-in scorers are the modules of ``mmcit.evaluation.scorers`` (``coin.py``: CoIN's eight).
 
-Whitespace: the reference generation scripts strip model outputs before writing the answer files
-the evaluators read, so predictions are stripped of leading and trailing whitespace here, in both
-modes, before any rule applies. Gold answers are used as given. A prediction of ``None`` means "no
-prediction" and scores 0 in every scorer and mode.
+Whitespace: ``default`` mode strips leading and trailing whitespace from a prediction before any
+rule applies; ``reference`` mode scores the text exactly as given, as the original evaluators read
+an answer file (the reference generation scripts strip their own outputs before writing it, and so
+does mmcit's generation, so the two modes differ here only for answers written by other tools).
+Gold answers are used as given. A prediction of ``None`` means "no prediction" and scores 0 in
+every scorer and mode.
+
+``check_samples`` runs a scorer over a test set before any prediction exists, so that a run or a
+scoring command refuses a sample its scorer cannot score (or says which ones it scores with a
+fallback) before any work starts.
 """
 from __future__ import annotations
 
@@ -19,9 +25,10 @@ from mmcit.data.sample import Sample
 from mmcit.evaluation.config import MODES
 from mmcit.registry import Registry
 
-__all__ = ["MODES", "SCORERS", "Scorer", "score_sample", "score_task"]
+__all__ = ["MODES", "SCORERS", "Scorer", "check_samples", "sample_problem", "score_sample", "score_task"]
 
-# A scorer body receives the stripped prediction, the sample and whether reference mode is on.
+# A scorer body receives the prediction (stripped in default mode), the sample and whether
+# reference mode is on; it raises ValueError for a sample that lacks what it needs.
 ScoreFn = Callable[[str, Sample, bool], float]
 
 
@@ -35,6 +42,9 @@ class Scorer:
     # How the reference script turns the per-sample scores into a %; scripts order the float
     # operations differently, and keeping each order makes the task % bit-identical too.
     percent: Callable[[float, int], float]
+    # Why default mode scores this sample with a fallback (e.g. TextVQA without its ten answers),
+    # or None; reference mode refuses such a sample (its ``fn`` raises).
+    gap: Callable[[Sample], str | None] | None = None
 
 
 def pct_count(total: float, n: int) -> float:
@@ -67,16 +77,18 @@ def _score(entry: Scorer, prediction: str | None, sample: Sample, mode: str) -> 
         return 0.0
     if not isinstance(prediction, str):
         raise TypeError(f"prediction must be a str or None, got {type(prediction).__name__}")
-    return float(entry.fn(prediction.strip(), sample, mode == "reference"))
+    reference = mode == "reference"
+    return float(entry.fn(prediction if reference else prediction.strip(), sample, reference))
 
 
 def score_sample(scorer: str, prediction: str | None, sample: Sample, mode: str = "default") -> float:
     """Score one prediction for one sample; returns a value in [0, 1].
 
     ``scorer`` is one of ``SCORERS``; ``mode`` is "default" or "reference" (see the module
-    docstring and each scorer's doc). The prediction is stripped of surrounding whitespace first;
-    ``None`` scores 0. Raises ValueError for an unknown scorer or mode, or for a sample that lacks
-    what its scorer needs (10 TextVQA answers, a grounding size, a ScienceQA gold letter...).
+    docstring and each scorer's doc). Default mode strips the prediction's surrounding whitespace
+    first, reference mode reads it as given; ``None`` scores 0. Raises ValueError for an unknown
+    scorer or mode, or for a sample that lacks what its scorer needs (10 TextVQA answers in
+    reference mode, a grounding size, a ScienceQA gold letter...).
     """
     return _score(_check(scorer, mode), prediction, sample, mode)
 
@@ -99,3 +111,40 @@ def score_task(
         raise ValueError("cannot score an empty task: no samples")
     scores = [_score(entry, p, s, mode) for p, s in zip(predictions, samples)]
     return entry.percent(sum(scores), len(scores)), scores
+
+
+
+def sample_problem(scorer: str, sample: Sample, mode: str = "default") -> str | None:
+    """Why ``scorer`` cannot score ``sample`` in ``mode``, whatever the prediction, or None."""
+    entry = _check(scorer, mode)
+    try:
+        entry.fn("", sample, mode == "reference")  # every scorer reads its gold whatever the prediction
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def check_samples(scorer: str, samples: Sequence[Sample], mode: str = "default") -> tuple[str | None, str | None]:
+    """Whether ``scorer`` can score every sample in ``mode``, known before any prediction exists.
+
+    Returns ``(error, warning)``, each one line or None: ``error`` counts the samples the scorer
+    refuses (``sample_problem``: a missing gold box, a ScienceQA gold beyond its choices, TextVQA
+    without its ten answers in reference mode...) and gives the first reason; ``warning`` counts
+    those default mode scores with a fallback (``Scorer.gap``) and says why.
+    """
+    entry = _check(scorer, mode)
+    failures: list[str] = []
+    gaps: dict[str, int] = {}
+    for sample in samples:
+        problem = sample_problem(scorer, sample, mode)
+        if problem is not None:
+            failures.append(problem)
+            continue
+        reason = entry.gap(sample) if entry.gap is not None else None
+        if reason:
+            gaps[reason] = gaps.get(reason, 0) + 1
+    n = len(samples)
+    error = (f"{len(failures)} of {n} test sample(s) cannot be scored in {mode} mode; first: {failures[0]}"
+             if failures else None)
+    warning = "; ".join(f"{k} of {n} test sample(s): {reason}" for reason, k in gaps.items()) or None
+    return error, warning

@@ -20,8 +20,9 @@ class RunRecord:
     holds; a resumed run starts from the rows of its finished stages."""
 
     def __init__(self, cfg: "RunConfig", tasks: list[str], stages: list["Stage"], method: "Method",
-                 point: "ResumePoint", started: float) -> None:
+                 point: "ResumePoint", started: float, data_checks: dict | None = None) -> None:
         self.cfg, self.tasks, self.stages, self.method = cfg, tasks, stages, method
+        self.data_checks = data_checks or {}  # skipped samples, scoring warnings (mmcit.data.preflight)
         self.matrix: list[list[float | None]] = list(point.matrix)
         self.timing: list[dict] = list(point.timing)
         self.history = list(point.history)
@@ -50,6 +51,7 @@ class RunRecord:
             {"name": cfg.name, "scoring_mode": cfg.eval.scoring_mode, "complete": len(self.matrix) == len(self.stages),
              "timing": {"stages": self.timing, "total_seconds": self.elapsed()},
              "method_summary": self.method.summary(), "environment": self.env,
+             **({"data_checks": self.data_checks} if self.data_checks else {}),
              **({"resumed_with": self.history} if self.history else {})})
 
     def write(self, run_dir: Path) -> None:

@@ -26,7 +26,7 @@ from mmcit.data.collate import IGNORE_INDEX, collate
 from mmcit.data.sample import Sample
 from mmcit.errors import NonFiniteLoss
 from mmcit.methods.base import Method
-from mmcit.models.tower_cache import cacheable, cached_tower_tokens, tower_tokens, with_image_tokens
+from mmcit.models.tower_cache import attach_cached_tokens, batch_tower_tokens, cacheable, with_image_tokens
 from mmcit.models.wrapper import MMModel
 from mmcit.training import distributed as dist
 from mmcit.training.config import TrainConfig
@@ -58,9 +58,7 @@ class StageInputs:
         self.via_tokens = dist.world_size() == 1 and cacheable(base)
         if self.via_tokens and self.features is not None:
             with model.autocast():
-                tokens = cached_tower_tokens(base, [f["pixel_values"] for f in self.features], batch_size=1)
-            if tokens is not None:
-                self.features = [{**f, "image_tokens": t} for f, t in zip(self.features, tokens)]
+                self.features = attach_cached_tokens(base, self.features)
 
     def __getitem__(self, i: int) -> dict:
         return self.features[i] if self.features is not None else self.encoder.encode_train(self.samples[i])
@@ -134,6 +132,9 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
                             inputs.via_tokens)
         if not math.isfinite(value):
             raise NonFiniteLoss(f"{desc}: loss is {value} at step {step + 1}/{total}; stopping this task")
+        if dist.world_size() > 1:  # text-only rows leave the projector without a gradient; the sum needs every rank's
+            for p in params:
+                p.grad = torch.zeros_like(p) if p.grad is None else p.grad
         dist.sum_gradients(params)
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -178,9 +179,7 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
             # Under the model's autocast, as its own forward runs the tower and projector: a bf16
             # model's float32 projector would otherwise meet the tower's bf16 tokens.
             with model.autocast():
-                tokens = (torch.stack([f["image_tokens"] for f in rows]) if "image_tokens" in rows[0]
-                          else tower_tokens(base, batch["pixel_values"], batch_size=1))
-                inputs = with_image_tokens(base, batch, tokens)
+                inputs = with_image_tokens(base, batch, batch_tower_tokens(base, rows, batch))
             outputs = model(**inputs)
         else:
             outputs = model(**batch)
