@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from mmcit.data.readers import READERS, LayoutReader
 from mmcit.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from mmcit.data.suites import Suite
 
 SPLITS: tuple[str, ...] = ("train", "test")
 #: How many example paths / record errors are printed per file; the counts are always complete.
@@ -110,11 +113,13 @@ def parse_tasks(text: str | None, reader: LayoutReader) -> list[str]:
 
 def check_tree(instruction_root: Path | str, image_root: Path | str, variant: str = "Instructions",
                tasks: Sequence[str] | None = None, *, verify_images: bool = False,
-               splits: Sequence[str] = SPLITS, layout: str = "coin") -> CheckReport:
-    """Check every task and split of a tree in ``layout`` (a registered ``LayoutReader``) and collect
-    all problems (never raises for a problem inside the tree; raises ``DataError`` if the roots
-    themselves are not folders)."""
-    reader = layout_reader(layout)
+               splits: Sequence[str] = SPLITS, layout: str = "coin", suite: "Suite | None" = None) -> CheckReport:
+    """Check every task and split of a tree in ``layout`` (a registered ``LayoutReader``), or of a
+    suite's tasks each with its own reader, and collect all problems (never raises for a problem
+    inside the tree; raises ``DataError`` if the roots themselves are not folders)."""
+    reader = layout_reader(suite.layout if suite is not None else layout)
+    if suite is not None and tasks is None:
+        tasks = suite.task_names
     instruction_root, image_root = Path(instruction_root), Path(image_root)
     variant_root = instruction_root / reader.variant_dir(variant)
     # Wrong roots are a usage mistake, not a data problem: one clear error beats a table of
@@ -125,11 +130,13 @@ def check_tree(instruction_root: Path | str, image_root: Path | str, variant: st
         raise DataError(f"image root not found: {image_root}")
     report = CheckReport(instruction_root, image_root, variant, [], variant_root=variant_root)
     for task in tasks if tasks is not None else reader.task_names:
+        if suite is not None:
+            reader = suite.reader_for(task)
         for split in splits:
             errors: list[DataError] = []
             data = reader.load_task(instruction_root, image_root, variant, task, splits=(split,),
                                     verify_images=verify_images, errors=errors)
-            check = SplitCheck(task, split, variant_root / task / f"{split}.json",
+            check = SplitCheck(task, split, reader.split_path(instruction_root, variant, task, split),
                                ok=len(getattr(data, split)))
             for e in errors:
                 if e.kind in ("missing_file", "bad_file") and e.index is None and check.file_error is None:
