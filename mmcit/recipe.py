@@ -16,6 +16,7 @@ import torch
 from mmcit.config import RunConfig
 from mmcit.data.stream import StreamData, load_data
 from mmcit.errors import ConfigError
+from mmcit.evaluation.general import evaluate_general, retention
 from mmcit.evaluation.generate import evaluate_stage
 from mmcit.io import clean_temp_files
 from mmcit.methods.base import Method, RunContext, Stage, build_method
@@ -59,6 +60,8 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     record = RunRecord(cfg, [t.name for t in data.tasks], stages, method, point, started)
     if changes and record.matrix and dist.is_main():  # record the change now, not only after a stage
         record.write(run_dir)
+    # General-skill sets on the base model (read back when resuming), then again after the stream.
+    base = evaluate_general(model, None, cfg.eval, run_dir, "base", cfg.data.cache_path()) if cfg.eval.general else {}
     for stage in stages[point.done:]:
         log(f"[{cfg.name}] stage {stage.index + 1}/{len(stages)}: {stage.name}")
         method.before_stage(stage, model)
@@ -74,6 +77,11 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
             # after evaluation (routing counts), and a complete checkpoint NN always has its row.
             save_checkpoint(run_dir, stage.index, stage.name, model, method, extra={"elapsed_seconds": record.elapsed()})
             remove_step_checkpoints(run_dir, only_index=stage.index)  # superseded by the stage checkpoint
+    if cfg.eval.general:
+        final = evaluate_general(model, method, cfg.eval, run_dir, "final", cfg.data.cache_path())
+        record.set_general({"base": base, "final": final, "retention": retention(base, final)})
+        if dist.is_main():
+            record.write(run_dir)
     if dist.is_main():
         write_run_report(run_dir, record.results)
     if joined:
