@@ -52,6 +52,8 @@ class EvalConfig:
             raise ConfigError(f"eval.scoring_mode must be one of {', '.join(MODES)}")
         if self.batch_size < 1:
             raise ConfigError("eval.batch_size must be >= 1")
+        for g in self.general:  # list items are not reached by the loader's tree walk
+            g.validate()
         labels = [g.name or g.set for g in self.general]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"eval.general: two sets share a name ({labels}); give each a distinct 'name'")
