@@ -114,10 +114,13 @@ def _model(cfg: RunConfig, data: StreamData, log: Callable[[str], None], progres
 
 
 def stage_train_config(cfg: RunConfig, stage: Stage) -> TrainConfig:
-    """The training settings of one stage: its task's global batch from train.task_batch_size."""
-    if len(stage.train) == 1 and stage.train[0].name in cfg.train.task_batch_size:
-        return replace(cfg.train, batch_size=cfg.train.task_batch_size[stage.train[0].name])
-    return cfg.train
+    """The training settings of one stage: its task's global batch and epochs from
+    train.task_batch_size and train.task_epochs."""
+    if len(stage.train) != 1:
+        return cfg.train
+    name = stage.train[0].name
+    changes = {"batch_size": cfg.train.task_batch_size.get(name), "epochs": cfg.train.task_epochs.get(name)}
+    return replace(cfg.train, **{k: v for k, v in changes.items() if v is not None})
 
 
 def _train(cfg: RunConfig, run_dir: Path, model: MMModel, method: Method, stage: Stage, point: ResumePoint,

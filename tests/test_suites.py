@@ -198,3 +198,20 @@ def test_data_order_and_suite_are_validated_up_front(tree):
         load_config(None, ["data.suite=ucit"])
     with pytest.raises(ConfigError, match="unknown order"):
         load_config(None, ["data.order=sideways"])
+
+
+def test_task_epochs_set_each_stage_epochs(tree):
+    from mmcit.methods.base import Stage
+    from mmcit.recipe import stage_train_config
+
+    cfg = load_config(None, ["data.source=suite", "data.suite=mllm_dcl", "data.tasks=[RS, Med]",
+                             f"data.instruction_root={tree}", f"data.image_root={tree}", "train.epochs=1",
+                             "train.task_epochs={Med: 3}", "train.task_batch_size={RS: 8}"])
+    rs = find_suite("mllm_dcl").reader_for("RS").load_task(tree, tree, "default", "RS")
+    med = find_suite("mllm_dcl").reader_for("Med").load_task(tree, tree, "default", "Med")
+    assert stage_train_config(cfg, Stage("Med", [med], [], 1)).epochs == 3.0
+    got = stage_train_config(cfg, Stage("RS", [rs], [], 0))
+    assert got.epochs == 1.0 and got.batch_size == 8
+    with pytest.raises(ConfigError, match="task_epochs: AD not in data.tasks"):
+        load_config(None, ["data.source=suite", "data.suite=mllm_dcl", "data.tasks=[RS]", f"data.instruction_root={tree}",
+                           f"data.image_root={tree}", "train.task_epochs={AD: 2}"])
