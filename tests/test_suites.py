@@ -215,3 +215,11 @@ def test_task_epochs_set_each_stage_epochs(tree):
     with pytest.raises(ConfigError, match="task_epochs: AD not in data.tasks"):
         load_config(None, ["data.source=suite", "data.suite=mllm_dcl", "data.tasks=[RS]", f"data.instruction_root={tree}",
                            f"data.image_root={tree}", "train.task_epochs={AD: 2}"])
+
+
+def test_eval_answers_with_a_suite(tree, tmp_path, capsys):
+    suite = find_suite("mllm_acl")
+    _gold_answers(suite, tree, tmp_path / "a")
+    code = main(["eval", "answers", "--answers", str(tmp_path / "a" / "OCR.jsonl"), "--suite", "mllm_acl",
+                 "--task", "OCR", "--instruction-root", str(tree), "--image-root", str(tree), "--mode", "default"])
+    assert code == 0 and "OCR (scorer mcit_ocr, mode default): accuracy 100.00" in capsys.readouterr().out

@@ -37,6 +37,7 @@ def add_answers_arguments(parser: argparse.ArgumentParser) -> None:
     _add_data_arguments(parser)
     parser.add_argument("--task", required=True, help="task name (e.g. GQA)")
     parser.add_argument("--layout", default="coin", help="the reader of the tree's layout (default: coin)")
+    parser.add_argument("--suite", default=None, help="read and score the task as this suite does (a name or YAML)")
     parser.add_argument("--variant", default="Instructions", help="instruction variant folder or alias")
     parser.add_argument("--mode", choices=MODES, default="default",
                         help="default (plain bugs fixed) or reference (the original scripts' results)")
@@ -53,7 +54,14 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_answers(args: argparse.Namespace) -> int:
     """Score one answer file; 0 on success (problems with the files raise DataError)."""
     answers = read_answers(args.answers)
-    task = load_test_set(args.instruction_root, args.image_root, args.variant, args.task, args.layout)
+    if args.suite:
+        suite = find_suite(args.suite)
+        variant = suite.variant if args.variant == "Instructions" else args.variant
+        task = suite.reader_for(args.task).load_task(args.instruction_root, args.image_root, variant, args.task,
+                                                     splits=("test",), check_images=False)
+        task.scorer = suite.scorer_for(args.task)
+    else:
+        task = load_test_set(args.instruction_root, args.image_root, args.variant, args.task, args.layout)
     result = score_answers(answers, task, args.mode, str(args.answers))
     print(json.dumps(asdict(result), indent=2) if args.json else format_answer_score(result))
     return 0
