@@ -150,9 +150,12 @@ def write_general(root: Path) -> dict:
             gt = mme / cat / ("questions_answers_YN" if yn else "") / f"{cat}{k}.txt"
             qs = [(f"Is there a dog in {cat} {k}?", "Yes"), (f"Is there a cat in {cat} {k}?", "No")]
             gt.parent.mkdir(parents=True, exist_ok=True)
-            gt.write_text("".join(f"{q}\t{a}\n" for q, a in qs), encoding="utf-8")
-            rows += [{"question_id": f"{cat}/{img.name}", "image": f"{cat}/{img.name}", "category": cat,
-                      "text": q + " Please answer yes or no."} for q, _ in qs]
+            gt.write_text("".join(f"{q} Please answer yes or no.\t{a}\n" for q, a in qs), encoding="utf-8")
+            # LLaVA's file: the short-answer sentence instead of MME's own, image paths as in the release
+            rel = f"{cat}/images/{img.name}" if yn else f"{cat}/{img.name}"
+            rows += [{"question_id": rel, "image": rel, "category": cat,
+                      "text": q + ("\nAnswer the question using a single word or phrase." if yn else
+                                   " Please answer yes or no.")} for q, _ in qs]
     (root / "llava_mme.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     coco = root / "val2014"
     pope_rows, labels = [], {"adversarial": ["yes", "no", "yes"], "random": ["no", "yes"]}

@@ -73,8 +73,9 @@ def read_mme(questions: Path, root: Path, limit: int | None = None) -> list[Samp
     """MME's samples in ground-truth order (``meta``: category, image key)."""
     asked: dict[tuple[str, str], dict] = {}
     for row in read_jsonl(questions):
-        category, _, name = str(row.get("question_id", "")).partition("/")
-        asked[(f"{category}/{name}", _mme_question(str(row.get("text", ""))))] = row
+        # question_id is <category>/<image file> (or .../images/<file>): category first, file last.
+        parts = str(row.get("question_id", "")).split("/")
+        asked[(f"{parts[0]}/{parts[-1]}", _mme_question(str(row.get("text", ""))))] = row
     samples: list[Sample] = []
     for category in sorted({key.split("/")[0] for key, _ in asked}):
         yn = category in MME_YN_FOLDERS

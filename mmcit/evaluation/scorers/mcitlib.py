@@ -204,10 +204,20 @@ SCORER_DOC: dict[str, str] = {
     "mcit_letter": "Both modes: correct iff the prediction upper-cased equals the gold letter (APP; mmcit's rule).",
 }
 
+_SHORT = {
+    "mcit_upper_exact": "UCIT QA (ImageNet-R, ArxivQA, IconQA, CLEVR-Math): upper-cased exact match",
+    "mcit_ai2d": "MLLM-DCL RS, AD: lower-cased word / substring match (eval_ai2d.py)",
+    "mcit_pvqa": "MLLM-DCL Med: gold is a substring of the prediction, lower-cased (eval_pvqa.py)",
+    "mcit_sci": "MLLM-DCL Sci: exact (AI2D, TQA, VQA, SciVerse) or MapQA substring / fraction (eval_sci.py)",
+    "mcit_fin": "MLLM-DCL Fin: exact after removing spaces and '.' (eval_finvis.py)",
+    "mcit_ocr": "MLLM-ACL OCR: OCRBench hits, any gold a substring (eval_ocr.py)",
+    "mcit_sat": "MLLM-ACL VP: gold a substring after removing spaces, newlines, '.' (eval_sat.py)",
+    "mcit_math": "MLLM-ACL Math: MathVista answers read without the LLM judge",
+    "mcit_letter": "MLLM-ACL APP: the prediction's letter equals the gold letter (mmcit's local rule)",
+}
 for _name, _fn in (("mcit_upper_exact", _upper_exact), ("mcit_ai2d", _ai2d), ("mcit_pvqa", _pvqa),
                    ("mcit_sci", _sci), ("mcit_fin", _fin), ("mcit_sat", _sat), ("mcit_math", _math),
-                   ("mcit_letter", _letter)):
-    SCORERS.register(Scorer(_name, _fn, SCORER_DOC[_name], pct_count), name=_name,
-                     doc="MCITlib: " + SCORER_DOC[_name].split("; ")[0].rstrip("."))
-SCORERS.register(Scorer("mcit_ocr", _ocr, SCORER_DOC["mcit_ocr"], pct_count, percent_reference=_pct_ocrbench),
-                 name="mcit_ocr", doc="MCITlib OCRBench: a hit iff any gold is a substring of the prediction")
+                   ("mcit_letter", _letter), ("mcit_ocr", _ocr)):
+    SCORERS.register(Scorer(_name, _fn, SCORER_DOC[_name], pct_count,
+                            percent_reference=_pct_ocrbench if _name == "mcit_ocr" else None),
+                     name=_name, doc=_SHORT[_name])
