@@ -234,6 +234,7 @@ class MCITLibReader(LayoutReader):
 
     def __init__(self, specs: dict[str, dict[str, Any]] | None = None) -> None:
         self.specs = dict(specs or {})
+        self._multi_image: dict[str, int] = {}  # task -> train records with several images (last read)
 
     @property
     def task_scorers(self) -> dict[str, str]:  # type: ignore[override]
@@ -279,7 +280,15 @@ class MCITLibReader(LayoutReader):
                                            errors)
             if skipped is not None:
                 skipped.setdefault(task, {})[split] = n
+        if "train" in splits:
+            self._multi_image[task] = sum(s.meta.get("n_images", 1) > 1 for s in loaded["train"])
         return TaskData(name=task, scorer="", train=loaded["train"], test=loaded["test"])
+
+    def notes(self, image_root: Path, task: str, splits) -> list[str]:
+        """Train records with several images, of the task this reader read last (only the first
+        image is fed to the model)."""
+        n = self._multi_image.get(task, 0) if "train" in splits else 0
+        return [f"{task}: {n} train record(s) with several images; mmcit uses the first image of each"] if n else []
 
     def validate(self, cfg) -> None:
         """The layout is read through a suite, never as a ``data.source`` of its own."""

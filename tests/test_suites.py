@@ -131,6 +131,9 @@ def test_data_check_suite_reports_every_problem(tree, tmp_path, capsys):
     assert code == 1 and report["problems"] == 2
     bad = {(s["task"], s["split"]): s for s in report["splits"] if s["status"] != "ok"}
     assert bad[("Sci", "test")]["missing_images"]["first"] == ["images/MapQA_2.png"]
+    main(["data", "check", "--suite", "mllm_acl", "--tasks", "APP", "--instruction-root", str(tree), "--image-root",
+          str(tree)])
+    assert "APP: 1 train record(s) with several images" in capsys.readouterr().out
     assert "no gold answer" in bad[("Fin", "test")]["malformed"][0]["message"]
     assert main(["data", "check", "--suite", "ucit", "--tasks", "Nope", "--instruction-root", str(root),
                  "--image-root", str(root)]) == 2
