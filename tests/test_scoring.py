@@ -28,15 +28,14 @@ def mk(task: str, answer: str, prompt: str = "q", answers=None, **meta) -> Sampl
 
 
 def test_registry_names_and_docs():
-    assert set(SCORERS.names()) == {
-        "scienceqa", "textvqa", "imagenet", "gqa", "vizwiz", "vqav2", "ocrvqa", "grounding"
-    }
-    assert set(SCORER_DOC) == set(SCORERS.names())
+    coin = {"scienceqa", "textvqa", "imagenet", "gqa", "vizwiz", "vqav2", "ocrvqa", "grounding"}
+    assert set(SCORER_DOC) == coin  # CoIN's module documents its eight; other modules add their own
+    assert coin <= set(SCORERS.names())
     assert set(MODES) == {"default", "reference"}
 
 
 def test_unknown_scorer_names_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown scorer .coco.; registered: gqa, grounding, imagenet"):
+    with pytest.raises(ValueError, match="unknown scorer .coco.; registered: .*gqa, grounding, imagenet"):
         score_sample("coco", "x", mk("gqa", "x"))
 
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from PIL import Image
 
 from mmcit.data.readers import READERS, LayoutReader
 from mmcit.errors import ConfigError, DataError
 from mmcit.evaluation.scoring import check_samples, sample_problem
+
+if TYPE_CHECKING:
+    from mmcit.data.suites import Suite
 
 SPLITS: tuple[str, ...] = ("train", "test")
 #: How many example paths / record errors are printed per file; the counts are always complete.
@@ -153,11 +156,13 @@ def parse_tasks(text: str | None, reader: LayoutReader) -> list[str]:
 
 def check_tree(instruction_root: Path | str, image_root: Path | str, variant: str = "Instructions",
                tasks: Sequence[str] | None = None, *, verify_images: bool = False,
-               splits: Sequence[str] = SPLITS, layout: str = "coin") -> CheckReport:
-    """Check every task and split of a tree in ``layout`` (a registered ``LayoutReader``) and collect
-    all problems (never raises for a problem inside the tree; raises ``DataError`` if the roots
-    themselves are not folders)."""
-    reader = layout_reader(layout)
+               splits: Sequence[str] = SPLITS, layout: str = "coin", suite: "Suite | None" = None) -> CheckReport:
+    """Check every task and split of a tree in ``layout`` (a registered ``LayoutReader``), or of a
+    suite's tasks each with its own reader, and collect all problems (never raises for a problem
+    inside the tree; raises ``DataError`` if the roots themselves are not folders)."""
+    reader = layout_reader(suite.layout if suite is not None else layout)
+    if suite is not None and tasks is None:
+        tasks = suite.task_names
     instruction_root, image_root = Path(instruction_root), Path(image_root)
     variant_root = instruction_root / reader.variant_dir(variant)
     # Wrong roots are a usage mistake, not a data problem: one clear error beats a table of
@@ -168,11 +173,13 @@ def check_tree(instruction_root: Path | str, image_root: Path | str, variant: st
         raise DataError(f"image root not found: {image_root}")
     report = CheckReport(instruction_root, image_root, variant, [], variant_root=variant_root)
     for task in tasks if tasks is not None else reader.task_names:
+        if suite is not None:
+            reader = suite.reader_for(task)
         for split in splits:
             errors: list[DataError] = []
             data = reader.load_task(instruction_root, image_root, variant, task, splits=(split,),
                                     verify_images=verify_images, errors=errors)
-            check = SplitCheck(task, split, variant_root / task / f"{split}.json")
+            check = SplitCheck(task, split, reader.split_path(instruction_root, variant, task, split))
             for e in errors:
                 if e.kind in ("missing_file", "bad_file") and e.index is None and check.file_error is None:
                     check.file_error = e
@@ -185,7 +192,8 @@ def check_tree(instruction_root: Path | str, image_root: Path | str, variant: st
             samples = getattr(data, split)
             check.ok = len(samples)
             if split == "test" and samples:
-                check.ok -= _check_scoring(check, data.scorer, samples, report)
+                scorer = suite.scorer_for(task) if suite is not None else data.scorer
+                check.ok -= _check_scoring(check, scorer, samples, report)
             report.splits.append(check)
         report.notes += reader.notes(image_root, task, splits)
     return report

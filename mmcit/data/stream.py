@@ -5,9 +5,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmcit.data.config import DataConfig
+from mmcit.data.order import resolve_order
 from mmcit.data.readers import READERS
 from mmcit.data.sample import Sample, TaskData
 from mmcit.errors import DataError
+from mmcit.data.suites import find_suite
 
 
 @dataclass
@@ -26,9 +28,19 @@ class StreamData:
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
+def stream_order(cfg: DataConfig) -> list[str]:
+    """The stream's tasks in training order: ``data.order`` over ``data.tasks`` (a suite's named
+    orders included)."""
+    named = find_suite(cfg.suite).orders if cfg.suite else None
+    return resolve_order(cfg.order, cfg.tasks, named)
+
+
 def load_data(cfg: DataConfig, cache_dir: Path | None = None, log=print) -> StreamData:
-    """Read every task of the stream through ``cfg.source``'s reader, then apply the limits."""
+    """Read every task of the stream through ``cfg.source``'s reader, put the tasks in ``data.order``,
+    then apply the limits."""
     data = READERS.get(cfg.source, "data.source")().read(cfg, cache_dir or cfg.cache_path(), log)
+    by_name = {t.name: t for t in data.tasks}
+    data.tasks = [by_name[name] for name in stream_order(cfg)]
     for t in data.tasks:
         if cfg.train_limit is not None:
             t.train = t.train[: cfg.train_limit]

@@ -30,6 +30,9 @@ __all__ = ["MODES", "SCORERS", "Scorer", "check_samples", "sample_problem", "sco
 # A scorer body receives the prediction (stripped in default mode), the sample and whether
 # reference mode is on; it raises ValueError for a sample that lacks what it needs.
 ScoreFn = Callable[[str, Sample, bool], float]
+# A corpus scorer (captions) sees the whole task at once: stripped predictions (None = no
+# prediction), the samples and the mode; it returns the task's % and one score per sample.
+CorpusFn = Callable[[list, Sequence[Sample], bool], tuple[float, list[float]]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,10 @@ class Scorer:
     # Why default mode scores this sample with a fallback (e.g. TextVQA without its ten answers),
     # or None; reference mode refuses such a sample (its ``fn`` raises).
     gap: Callable[[Sample], str | None] | None = None
+    #: The reference script's % where it differs from ``percent`` (OCRBench's hits / 10).
+    percent_reference: Callable[[float, int], float] | None = None
+    #: Set for a metric over the whole task (CIDEr): ``score_task`` calls it instead of ``fn``.
+    corpus: CorpusFn | None = None
 
 
 def pct_count(total: float, n: int) -> float:
@@ -77,6 +84,8 @@ def _score(entry: Scorer, prediction: str | None, sample: Sample, mode: str) -> 
         return 0.0
     if not isinstance(prediction, str):
         raise TypeError(f"prediction must be a str or None, got {type(prediction).__name__}")
+    if entry.corpus is not None:
+        raise ValueError(f"scorer {entry.name!r} scores a whole task (a corpus metric), not one sample")
     reference = mode == "reference"
     return float(entry.fn(prediction if reference else prediction.strip(), sample, reference))
 
@@ -99,7 +108,10 @@ def score_task(
     samples: Sequence[Sample],
     mode: str = "default",
 ) -> tuple[float, list[float]]:
-    """Score a whole test set: (accuracy in % from 0 to 100, per-sample scores in [0, 1]).
+    """Score a whole test set: (accuracy in %, per-sample scores).
+
+    Per-sample scorers give scores in [0, 1] and a % from 0 to 100; a corpus scorer (captions)
+    gives its metric x 100 (CIDEr goes above 100) and each sample's own value of that metric.
 
     ``predictions[i]`` is scored against ``samples[i]``. Raises ValueError if the lengths differ,
     if there are no samples, or for an unknown scorer or mode.
@@ -109,14 +121,22 @@ def score_task(
         raise ValueError(f"{len(predictions)} predictions for {len(samples)} samples; they must match")
     if not samples:
         raise ValueError("cannot score an empty task: no samples")
+    if entry.corpus is not None:
+        for p in predictions:
+            if p is not None and not isinstance(p, str):
+                raise TypeError(f"prediction must be a str or None, got {type(p).__name__}")
+        stripped = [None if p is None else p.strip() for p in predictions]
+        return entry.corpus(stripped, samples, mode == "reference")
     scores = [_score(entry, p, s, mode) for p, s in zip(predictions, samples)]
-    return entry.percent(sum(scores), len(scores)), scores
-
+    percent = entry.percent_reference if mode == "reference" and entry.percent_reference else entry.percent
+    return percent(sum(scores), len(scores)), scores
 
 
 def sample_problem(scorer: str, sample: Sample, mode: str = "default") -> str | None:
     """Why ``scorer`` cannot score ``sample`` in ``mode``, whatever the prediction, or None."""
     entry = _check(scorer, mode)
+    if entry.corpus is not None:  # a corpus metric reads its golds when the whole task is scored
+        return None
     try:
         entry.fn("", sample, mode == "reference")  # every scorer reads its gold whatever the prediction
     except ValueError as e:

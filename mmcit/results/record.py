@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmcit.data.order import order_label
 from mmcit.io import write_json
 from mmcit.results.report import build_results, environment
 
@@ -28,6 +29,7 @@ class RunRecord:
         self.history = list(point.history)
         self.t0 = started - point.elapsed  # total_seconds counts the interrupted run's time too
         self.env = environment()
+        self.general: dict | None = None  # general-skill scores: base, final, retention
         self.results = self.snapshot()
 
     def elapsed(self) -> float:
@@ -52,7 +54,14 @@ class RunRecord:
              "timing": {"stages": self.timing, "total_seconds": self.elapsed()},
              "method_summary": self.method.summary(), "environment": self.env,
              **({"data_checks": self.data_checks} if self.data_checks else {}),
+             "order": order_label(cfg.data.order), "suite": cfg.data.suite,
+             **({"general": self.general} if self.general else {}),
              **({"resumed_with": self.history} if self.history else {})})
+
+    def set_general(self, general: dict) -> None:
+        """Record the general-skill scores (``mmcit/evaluation/general.py``)."""
+        self.general = general
+        self.results = self.snapshot()
 
     def write(self, run_dir: Path) -> None:
         """Write the latest results to ``run_dir/results.json`` (atomically)."""
