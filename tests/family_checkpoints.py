@@ -72,9 +72,15 @@ class Sizes:
     v_heads: int = 2
     v_inter: int = 64
     vocab: int = 300  # BPE merges; the model's vocabulary is this plus the special tokens
+    model_vocab: int | None = None  # the embedding's rows when larger than the tokenizer (real shapes)
+    window: int = 56  # Qwen2.5-VL's vision attention window, in pixels
+    full_attention_every: int = 0  # Qwen2.5-VL: every n-th vision block attends fully (0: only the last)
 
 
 TINY = Sizes()
+#: Qwen2.5-VL-7B-Instruct's shapes (Qwen2.5-7B language model, 32-block ViT with a merger).
+QWEN2_5_VL_7B = Sizes(hidden=3584, layers=28, heads=28, kv_heads=4, inter=18944, v_hidden=1280, v_layers=32,
+                      v_heads=16, v_inter=3420, model_vocab=152064, window=112, full_attention_every=8)
 
 
 def _tokenizer(specials: list[str], named: dict[str, str], *, bos: str | None, eos: str, pad: str, vocab: int,
@@ -105,7 +111,7 @@ def _qwen(family: str, s: Sizes):
                      eos="<|im_end|>", pad="<|endoftext|>", vocab=s.vocab, template=QWEN_TEMPLATE)
     ids = {k: tok.convert_tokens_to_ids(v) for k, v in named.items()}
     head = s.hidden // s.heads
-    text = dict(vocab_size=len(tok), hidden_size=s.hidden, intermediate_size=s.inter, num_hidden_layers=s.layers,
+    text = dict(vocab_size=s.model_vocab or len(tok), hidden_size=s.hidden, intermediate_size=s.inter, num_hidden_layers=s.layers,
                 num_attention_heads=s.heads, num_key_value_heads=s.kv_heads, max_position_embeddings=4096,
                 rope_parameters={"rope_type": "default", "rope_theta": 1e6,
                                  "mrope_section": [head // 8, 3 * head // 16, head // 2 - head // 8 - 3 * head // 16]},
@@ -113,8 +119,10 @@ def _qwen(family: str, s: Sizes):
     if family == "qwen2_vl":
         vision = dict(depth=s.v_layers, embed_dim=s.v_hidden, hidden_size=s.hidden, num_heads=s.v_heads, mlp_ratio=2)
     else:
+        every = s.full_attention_every
+        full = list(range(every - 1, s.v_layers, every)) if every else [s.v_layers - 1]
         vision = dict(depth=s.v_layers, hidden_size=s.v_hidden, intermediate_size=s.v_inter, num_heads=s.v_heads,
-                      out_hidden_size=s.hidden, window_size=56, fullatt_block_indexes=[s.v_layers - 1])
+                      out_hidden_size=s.hidden, window_size=s.window, fullatt_block_indexes=full)
     config = AutoConfig.for_model(family, text_config=text, vision_config=vision,
                                   image_token_id=ids["image_token"], video_token_id=ids["video_token"],
                                   vision_start_token_id=ids["vision_start_token"],
@@ -127,7 +135,7 @@ def _qwen(family: str, s: Sizes):
 
 def _text(s: Sizes, tok, **extra) -> dict:
     """A Llama/Qwen2-style text config of the given sizes for this tokenizer."""
-    return dict(vocab_size=len(tok), hidden_size=s.hidden, intermediate_size=s.inter, num_hidden_layers=s.layers,
+    return dict(vocab_size=s.model_vocab or len(tok), hidden_size=s.hidden, intermediate_size=s.inter, num_hidden_layers=s.layers,
                 num_attention_heads=s.heads, num_key_value_heads=s.kv_heads, max_position_embeddings=4096,
                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **extra)
 
@@ -230,10 +238,11 @@ def _llava(s: Sizes):
                              num_additional_image_tokens=1)
 
 
-def build_family(family: str, sizes: Sizes = TINY, seed: int = 0):
-    """``(model, processor)`` of ``family`` at ``sizes``, random weights (float32, on the CPU)."""
+def build_family(family: str, sizes: Sizes = TINY, seed: int = 0, device: str = "cpu", dtype=None):
+    """``(model, processor)`` of ``family`` at ``sizes``, random weights, built on ``device`` in
+    ``dtype`` (default float32)."""
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     if family in ("qwen2_vl", "qwen2_5_vl"):
         config, tok, parts = _qwen(family, sizes)
@@ -243,14 +252,14 @@ def build_family(family: str, sizes: Sizes = TINY, seed: int = 0):
     eos = getattr(config, "generation_eos", None)
     if eos is not None:
         del config.generation_eos
-    processor_cls = type(AutoProcessor.register if False else None)  # placeholder, replaced below
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
     import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
     processor_cls = getattr(transformers, PROCESSOR_MAPPING_NAMES[family])
     processor = processor_cls(tokenizer=tok, chat_template=tok.chat_template, **parts)
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config)
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = eos or tok.eos_token_id
     return model, processor

@@ -76,6 +76,12 @@ def check_layout(model, family: Family, vision_lora: list[str], folder: Path) ->
         raise ConfigError(f"model.vision_lora: {family.name}'s vision tower has no layer named {missing[0]}")
 
 
+def model_parts(family: Family, vision_lora: list[str], eos_ids: list[int]) -> ModelParts:
+    """The wrapper's view of a family: module names, tower LoRA, batch layout, stop tokens."""
+    return ModelParts(vision=family.vision, projector=family.projector_key, language_model=family.language_model_key,
+                      vision_lora=list(vision_lora), batch=dict(family.batch), eos_ids=list(eos_ids))
+
+
 def stop_ids(model, tokenizer) -> list[int]:
     """Token ids generation stops at: the generation config's eos ids (end-of-turn included) and
     the tokenizer's eos."""
@@ -117,9 +123,7 @@ class HFVLM(Backend):
             tok.pad_token = tok.unk_token or tok.eos_token
         eos = stop_ids(model, tok)
         template = ProcessorTemplate(processor, stops=tok.convert_ids_to_tokens(eos))
-        parts = ModelParts(vision=family.vision, projector=family.projector_key,
-                           language_model=family.language_model_key, vision_lora=list(cfg.vision_lora),
-                           batch=dict(family.batch), eos_ids=eos)
+        parts = model_parts(family, cfg.vision_lora, eos)
         ctx.log(f"loaded {folder} ({family.name}, {cfg.dtype}{', ' + cfg.quantization if cfg.quantization else ''}) "
                 f"on {device}")
         return Built(model, processor, template, parts)
