@@ -1,11 +1,13 @@
 """The model-backend interface: a config dataclass per backend, selected by ``model.type``.
 
-A backend turns its config into ``Built``: a transformers-style multimodal model (submodules
-``vision_tower``, ``multi_modal_projector`` and ``language_model`` somewhere in its module tree,
-``forward(input_ids, attention_mask, pixel_values, labels)`` returning ``.loss``/``.logits``, and
-``generate`` returning prompt + new tokens), the processor that encodes an image and text into
-those inputs, and the chat template that turns a conversation into text. Everything after that
-(LoRA, adapters, training, evaluation, routing, predict) is one code path for every backend.
+A backend turns its config into ``Built``: a transformers-style multimodal model (a vision tower,
+a projector and a language model somewhere in its module tree, ``forward(input_ids,
+attention_mask, pixel_values, labels, ...)`` returning ``.loss``/``.logits``, and ``generate``
+returning prompt + new tokens), the processor that encodes an image and text into those inputs,
+the chat template that turns a conversation into text, and ``ModelParts``: where the parts sit
+(LLaVA's names ``vision_tower``, ``multi_modal_projector``, ``language_model`` by default) and how
+samples are encoded and batched. Everything after that (LoRA, adapters, training, evaluation,
+routing, predict) is one code path for every backend.
 """
 from __future__ import annotations
 

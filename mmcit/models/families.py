@@ -7,7 +7,8 @@ processor's per-sample outputs join into a batch, and whether mmcit's tower-toke
 the model's forward exactly. LoRA goes on the language model's linear layers only; every family
 names them ``self_attn.{q,k,v,o}_proj`` and ``mlp.{gate,up,down}_proj`` under its language model.
 
-How the processor's outputs (besides ``input_ids`` and ``attention_mask``) join into a batch:
+How the processor's outputs (besides ``input_ids`` and ``attention_mask``) join into a batch
+(``mmcit.data.processor_encoder.RULES``):
 
 * ``image``: one image per sample, ``(3, H, W)``; stacked;
 * ``cat``: rows of images, patches or sizes; concatenated along the first axis in sample order;
@@ -20,9 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-RULES = ("image", "cat", "pad_cat", "tokens")
-
-
 @dataclass(frozen=True)
 class Family:
     """Where one family keeps its parts (module paths in the loaded model) and how its images batch."""
@@ -31,7 +29,7 @@ class Family:
     vision: str  # the vision tower
     projector: str  # the trainable projector / connector / merger (one copy per adapter)
     language_model: str  # the language model whose linear layers get LoRA
-    images: str  # how an image becomes tokens (for the docs and ``mmcit ls``)
+    images: str  # how an image becomes tokens, in words
     batch: dict[str, str] = field(default_factory=dict)  # processor output -> one of RULES
     tower_cache: bool = False  # mmcit.models.tower_cache reproduces the forward exactly
 

@@ -152,7 +152,7 @@ def shard_frozen_weights(model) -> int:
     broadcast_from_main(model.peft)
     adapters = {p for n, p in model.peft.named_parameters() if any(m in n for m in ADAPTER_MARKERS)}
     units = 0
-    lm = getattr(getattr(model, "parts", None), "language_model", "language_model")  # text_model for Idefics3
+    lm = model.parts.language_model  # "language_model"; Idefics3's is "text_model"
     for name, module in base.named_modules():
         if isinstance(module, torch.nn.ModuleList) and name.endswith("layers") and lm in name:
             for layer in module:
