@@ -6,14 +6,16 @@ to the uninterrupted result, ``mmcit predict`` on it, the bf16 + gradient-checkp
 and, for every family, a lighter matrix through the same code: load through the backend, LoRA on
 the language model only, a training stage on image, text-only and multi-turn samples with no
 gradient in the vision tower, batches equal to the processor's own, left-padded generation routed
-per instance over two adapters, adapters saved and reloaded identical. The full stream + predict for
-every other family is marked slow.
+per instance over two adapters, adapters saved and reloaded identical. The full matrix for every other
+family (its stream in bf16 with gradient checkpointing, interrupted and resumed, then predict) is
+marked slow.
 """
 import json
 
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 import mmcit.recipe
 from mmcit.cli import main
@@ -158,8 +160,10 @@ class _Interrupt(BaseException):
     """Stands in for a kill (BaseException: nothing in the runner may swallow it)."""
 
 
-def test_qwen_stream_resumes_inside_a_task_and_predicts(tmp_path, cache_dir, ckpt, images, monkeypatch, capsys):
-    args = family_args(ckpt, FULL, "method={type: lcia}", "train.checkpoint_every=2")
+def stream_resumed_and_predicted(tmp_path, cache_dir, args, images, monkeypatch, capsys) -> dict:
+    """A 2-task lcia run stopped after task 2's step checkpoint at step 2 and resumed must end with
+    the uninterrupted run's accuracies and adapters; ``mmcit predict`` then answers from it."""
+    args = [*args, "method={type: lcia}", "train.checkpoint_every=2"]
     ref = run(cfg_for(tmp_path / "ref", cache_dir, args), progress=False, log=quiet)
     assert [len(r) for r in ref["accuracy_matrix"]] == [1, 2]
     real = mmcit.recipe.save_step_checkpoint
@@ -181,18 +185,21 @@ def test_qwen_stream_resumes_inside_a_task_and_predicts(tmp_path, cache_dir, ckp
     res = run(cfg, progress=False, log=logs.append, resume=True)
     assert any("resuming ImageNet at step 2/3" in m for m in logs)
     assert res["accuracy_matrix"] == ref["accuracy_matrix"]
-    from safetensors.torch import load_file
-
     a = load_file(tmp_path / "ref" / "run" / "checkpoints" / "02_ImageNet" / "adapters.safetensors")
     b = load_file(run_dir / "checkpoints" / "02_ImageNet" / "adapters.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert any(".visual.merger.modules_to_save." in k for k in a)
 
     assert main(["predict", str(run_dir), "--image", str(images[1]), "--prompt",
                  "What is written?\nAnswer the question using a single word or phrase.", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert isinstance(answer["answer"], str) and answer["adapter"] in {
         g["adapter"] for g in res["method_summary"]["groups"].values()}
+    return a
+
+
+def test_qwen_stream_resumes_inside_a_task_and_predicts(tmp_path, cache_dir, ckpt, images, monkeypatch, capsys):
+    adapters = stream_resumed_and_predicted(tmp_path, cache_dir, family_args(ckpt, FULL), images, monkeypatch, capsys)
+    assert any(".visual.merger.modules_to_save." in k for k in adapters)
 
 
 def test_qwen_bf16_with_gradient_checkpointing_trains_float32_adapters(tmp_path, cache_dir, stream, ckpt, images):
@@ -249,11 +256,13 @@ def test_unsupported_family_is_one_line_before_any_weights_load(tmp_path, ckpt):
         load_config(None, family_args(ckpt, FULL, "model.chat_template=vicuna_v1"))
 
 
-# -- the full stream for the other families (slow) ---------------------------------------------------------
+# -- the full matrix for the other families (slow) ---------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(set(FAMILIES) - {FULL}))
-def test_two_task_lcia_stream_and_predict_per_family(tmp_path, cache_dir, ckpt, images, name, capsys):
-    res = run(cfg_for(tmp_path, cache_dir, family_args(ckpt, name, "method={type: lcia}")), progress=False, log=quiet)
-    assert [len(r) for r in res["accuracy_matrix"]] == [1, 2]
-    assert main(["predict", str(tmp_path / "run"), "--image", str(images[0]), "--prompt", "What colour?", "--json"]) == 0
-    assert isinstance(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answer"], str)
+def test_bf16_stream_resumes_and_predicts_per_family(tmp_path, cache_dir, ckpt, images, name, monkeypatch, capsys):
+    """Each other family's 2-task lcia stream in bf16 with gradient checkpointing, interrupted inside
+    task 2 and resumed to the uninterrupted result, then ``mmcit predict``."""
+    args = family_args(ckpt, name, "model.dtype=bfloat16", "model.gradient_checkpointing=true")
+    adapters = stream_resumed_and_predicted(tmp_path, cache_dir, args, images, monkeypatch, capsys)
+    assert {t.dtype for t in adapters.values()} == {torch.float32}
+    assert any(f".{FAMILIES[name].projector}.modules_to_save." in k for k in adapters)

@@ -21,8 +21,6 @@ from mmcit.data.processor_encoder import ProcessorEncoder, collate_processor
 from mmcit.data.templates import ChatTemplate
 from mmcit.models.base import LORA_TARGETS, ModelParts
 
-PROJECTOR = "multi_modal_projector"
-
 
 @dataclass
 class LoraSettings:
