@@ -28,8 +28,8 @@ class ProcessorTemplate(Template):
     """The processor's Jinja chat template, split into (context, target) pieces by rendering prefixes.
 
     Turn k's context is what rendering the messages up to its question with the generation prompt
-    adds to the turns before it; its target is what the answer adds after that. A target that ends
-    in none of ``stops`` (the end-of-turn strings generation stops at) gets ``eos`` appended.
+    adds to the turns before it; its target is what the answer adds after that. A target that holds
+    none of ``stops`` (the end-of-turn strings generation stops at) gets ``eos`` appended.
     """
 
     def __init__(self, processor, stops: list[str]):
