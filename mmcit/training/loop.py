@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from mmcit.data.collate import IGNORE_INDEX, collate
+from mmcit.data.collate import IGNORE_INDEX
 from mmcit.data.sample import Sample
 from mmcit.errors import NonFiniteLoss
 from mmcit.methods.base import Method
@@ -56,12 +56,17 @@ class StageInputs:
                          if len(samples) <= cfg.encode_once_limit else None)
         base = model.peft.get_base_model()
         self.via_tokens = dist.world_size() == 1 and cacheable(base)
-        if self.via_tokens and self.features is not None:
+        # Samples without an image (text-only) go through the model's own forward, batch by batch.
+        if self.via_tokens and self.features is not None and all(_has_image(f) for f in self.features):
             with model.autocast():
                 self.features = attach_cached_tokens(base, self.features)
 
     def __getitem__(self, i: int) -> dict:
         return self.features[i] if self.features is not None else self.encoder.encode_train(self.samples[i])
+
+
+def _has_image(feature: dict) -> bool:
+    return feature.get("pixel_values") is not None
 
 
 class _Cursor:
@@ -166,7 +171,7 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     micro-batch size and the number of processes. (One micro-batch on one process: weight 1.)
     """
     micro = micro or len(local)
-    batches = [collate(local[k: k + micro], pad, "right") for k in range(0, len(local), micro)]
+    batches = [model.collate(local[k: k + micro], "right") for k in range(0, len(local), micro)]
     counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
     single = len(batches) == 1 and dist.world_size() == 1
     if not single:
@@ -175,7 +180,7 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     base = model.peft.get_base_model()
     for k, (batch, count) in enumerate(zip(batches, counts)):
         rows = local[k * micro: (k + 1) * micro]
-        if via_tokens:  # the tower's output tokens: computed once per stage, or here
+        if via_tokens and all(_has_image(f) for f in rows):  # the tower's output tokens: cached, or here
             # Under the model's autocast, as its own forward runs the tower and projector: a bf16
             # model's float32 projector would otherwise meet the tower's bf16 tokens.
             with model.autocast():
