@@ -230,6 +230,31 @@ def test_end_to_end_run_writes_the_codebook_and_the_groups(e2e_run):
     assert state["adapters"] == ["default", "group_2"] and state["method"]["adapters"]["group_2"] == "group_2"
 
 
+@pytest.mark.parametrize("variant,tau", [("original", 0.9), ("diverse", 0.3)])
+def test_a_streams_samples_route_the_same_with_scrambled_task_labels(e2e_run, variant, tau):
+    import random
+
+    from mmcit.data.stream import load_data
+    from mmcit.routing import InstructionRouter, RouterSettings
+
+    run_dir, _ = e2e_run  # its synthetic benchmark is generated already: reading all eight tasks is cheap
+    cfg = load_config(run_dir / "config.yaml", [f"data.tasks=[{', '.join(COIN_TASKS)}]", f"data.variant={variant}"])
+    data = load_data(cfg.data, Path(cfg.data.cache_dir), log=lambda msg: None)
+    router = InstructionRouter(RouterSettings(tau=tau))
+    for t in data.tasks:  # grouped as LCIA's before_stage does
+        best, _, _ = router.match(t.instructions)
+        group = best or f"group_{len(router.groups) + 1}"
+        router.assign(group, t.instructions, [t.name], [[s.prompt for s in t.train]])
+    samples = [s for t in data.tasks for s in t.test + t.train]
+    routed = router.route(samples)
+    assert routed == [router.router.decide([s.instruction]).group for s in samples]  # as with the label's rule
+    labels = [s.task for s in samples]
+    random.Random(0).shuffle(labels)
+    scrambled = [Sample(task=label, id=s.id, image=s.image, turns=s.turns) for s, label in zip(samples, labels)]
+    router.router.codebook.add("group_1", [])  # a codebook change: no decision comes from the cache
+    assert router.route(scrambled) == routed
+
+
 def test_predict_rebuilds_the_run_and_routes_by_the_prompt(e2e_run, capsys):
     from safetensors.torch import load_file
 

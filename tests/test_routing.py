@@ -207,26 +207,27 @@ def test_lcia_config_validation():
 
 
 # -- label-free routing ---------------------------------------------------------------------------
-def train_router(stream, settings):
-    """Group a stream's tasks as LCIA does (the label gathers a task's training data)."""
-    router = InstructionRouter(settings)
-    for t in stream.tasks:
-        best, _, _ = router.match(t.instructions)
-        group = best or f"group_{len(router.groups) + 1}"
-        router.assign(group, t.instructions, [t.name], [[s.prompt for s in t.train]])
-    return router
-
-
-@pytest.fixture(scope="module")
-def streams(cache_dir):
-    from mmcit.config import load_config
-    from mmcit.data.stream import load_data
-
-    out = {}
-    for variant in ("original", "diverse"):  # one generated benchmark, two instruction folders
-        cfg = load_config(None, [f"data.cache_dir={cache_dir}", "data.sample_factor=0.05", f"data.variant={variant}"])
-        out[variant] = load_data(cfg.data, cache_dir, log=lambda msg: None)
+def stream_samples(variant, per_task=12, seed=0):
+    """Train and test samples of every task as the synthetic stream lays them out (no images)."""
+    rng, out = random.Random(seed), {}
+    for task in TASKS:
+        wordings = templates(variant, task)
+        out[task] = [Sample(task=task, id=f"{task}-{i}", image=None, turns=[(prompt, "a")],
+                            instruction=extract_instruction(task, prompt))
+                     for i, prompt in enumerate(build_prompt(task, SAMPLERS[task](rng).question, wordings[i % len(wordings)])
+                                                for i in range(per_task))]
     return out
+
+
+def train_router(samples, settings):
+    """Group the tasks as LCIA does (the label gathers a task's training data)."""
+    router = InstructionRouter(settings)
+    for task, train in samples.items():
+        instructions = list(dict.fromkeys(s.instruction for s in train))
+        best, _, _ = router.match(instructions)
+        group = best or f"group_{len(router.groups) + 1}"
+        router.assign(group, instructions, [task], [[s.prompt for s in train]])
+    return router
 
 
 def test_candidates_hold_the_layout_instruction_wherever_the_lines_break():
@@ -263,10 +264,9 @@ def test_imagenet_and_grounding_prompts_route_without_a_label():
 
 
 @pytest.mark.parametrize("variant,tau", [("original", 0.9), ("diverse", 0.3)])
-def test_scrambled_task_labels_route_identically(streams, variant, tau):
-    stream = streams[variant]
-    tests = [s for t in stream.tasks for s in t.test]
-    router = train_router(stream, RouterSettings(tau=tau))
+def test_scrambled_task_labels_route_identically(variant, tau):
+    router = train_router(stream_samples(variant), RouterSettings(tau=tau))
+    tests = [s for samples in stream_samples(variant, seed=1).values() for s in samples]
     routed = router.route(tests)
     # As routing the instruction extracted with the label would, on every test prompt.
     assert routed == [router.router.decide([s.instruction]).group for s in tests]
@@ -276,7 +276,8 @@ def test_scrambled_task_labels_route_identically(streams, variant, tau):
     random.Random(0).shuffle(labels)
     scrambled = [dataclasses.replace(s, task=label, instruction="") for s, label in zip(tests, labels)]
     assert [s.task for s in scrambled] != [s.task for s in tests]
-    assert train_router(stream, RouterSettings(tau=tau)).route(scrambled) == routed  # a fresh router: no cache
+    fresh = train_router(stream_samples(variant), RouterSettings(tau=tau))  # no cached decisions
+    assert fresh.route(scrambled) == routed
 
 
 # -- held-out paraphrases, every shipped config -----------------------------------------------------
@@ -286,11 +287,13 @@ SHIPPED = ["configs/demo/lcia.yaml", "configs/coin/lcia_original.yaml", "configs
 COIN_GROUPS = [["ScienceQA"], ["TextVQA", "GQA", "VizWiz", "VQAv2", "OCRVQA"], ["ImageNet"], ["Grounding"]]
 
 
-@pytest.fixture(scope="module")
-def shipped_routing():
-    """Per shipped config: its variant, the grouped router and the paraphrase results (alone)."""
+def shipped_routing(stride):
+    """Per shipped config: its variant, the grouped router and the results on every ``stride``-th
+    paraphrase (routed alone)."""
     from mmcit.config import load_config
 
+    sets = {name: dataclasses.replace(s, easy=s.easy[::stride], hard=s.hard[::stride])
+            for name, s in load_paraphrases().items()}
     out, done = {}, {}
     for path in SHIPPED:
         cfg = load_config(REPO / path, [f"data.image_root={REPO}", f"data.instruction_root={REPO}"])
@@ -298,9 +301,20 @@ def shipped_routing():
         key = (repr(cfg.method.routing), variant)  # demo and CoIN original share their setting
         if key not in done:
             router = grouped_router(cfg.method.routing, variant)
-            done[key] = (router, route_paraphrases(router, variant))
+            done[key] = (router, route_paraphrases(router, variant, sets=sets))
         out[path] = (variant, *done[key])
     return out
+
+
+@pytest.fixture(scope="module")
+def shipped_quarter():
+    """Every fourth paraphrase (the full sets: the slow tests below)."""
+    return shipped_routing(4)
+
+
+@pytest.fixture(scope="module")
+def shipped_all():
+    return shipped_routing(1)
 
 
 def _share(results, level):
@@ -321,22 +335,25 @@ def test_paraphrase_sets_are_held_out_and_hard_ones_share_few_words():
 
 
 @pytest.mark.parametrize("path", SHIPPED)
-def test_shipped_configs_group_by_the_reference_rule_and_route_easy_paraphrases(path, shipped_routing):
-    variant, router, results = shipped_routing[path]
+def test_shipped_configs_group_by_the_reference_rule_and_route_easy_paraphrases(path, shipped_quarter):
+    variant, router, results = shipped_quarter[path]
     settings = router.settings
     assert (settings.embedder, settings.tau) == ("tfidf", 0.9 if variant == "original" else 0.3)
     groups = [[t for t, g in router.router.task_groups.items() if g == group] for group in router.groups]
     assert groups == (COIN_GROUPS if variant == "original" else [[t] for t in TASKS])
     assert _share(results, "easy") >= 0.98
+    assert _share(results, "hard") >= 0.75  # the measured level (docs/routing.md), not the 98% aimed at
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED)
-def test_shipped_configs_route_hard_paraphrases_at_the_measured_level(path, shipped_routing):
-    """docs/routing.md: all-MiniLM-L6-v2 reaches 81-83% of the hard sets, not the 98% asked for."""
-    _, _, results = shipped_routing[path]
-    assert _share(results, "hard") >= 0.8
+def test_shipped_configs_on_every_paraphrase(path, shipped_all):
+    """docs/routing.md: all-MiniLM-L6-v2 reaches 81-83% of the hard sets, not the 98% aimed at."""
+    _, _, results = shipped_all[path]
+    assert _share(results, "easy") >= 0.98 and _share(results, "hard") >= 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="hard paraphrases need a stronger local sentence model (docs/routing.md)")
-def test_shipped_configs_route_98_percent_of_hard_paraphrases(shipped_routing):
-    assert min(_share(results, "hard") for _, _, results in shipped_routing.values()) >= 0.98
+def test_shipped_configs_route_98_percent_of_hard_paraphrases(shipped_all):
+    assert min(_share(results, "hard") for _, _, results in shipped_all.values()) >= 0.98

