@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from data_recipes.synthetic import ORIGINAL_INSTRUCTIONS
+from data_recipes.synthetic.instructions import build_prompt
 from mmcit.config import load_config
 from mmcit.data.config import COIN_TASKS
 from mmcit.data.sample import Sample, TaskData
@@ -29,10 +30,16 @@ def model(tokenizer):
     return MMModel.from_base(base, processor, LoraSettings(r=4))
 
 
+def prompt(name, instruction=None):
+    """A prompt of task ``name`` in CoIN's layout (ImageNet: instruction + short-answer line)."""
+    instruction = ORIGINAL_INSTRUCTIONS[name] if instruction is None else instruction
+    return build_prompt(name, "the red circle" if name == "Grounding" else "What is it?", instruction)
+
+
 def task(name, instruction=None):
     instruction = ORIGINAL_INSTRUCTIONS[name] if instruction is None else instruction
-    samples = [Sample(task=name, id=f"{name}-{i}", image=None, turns=[("q", "a")], instruction=instruction)
-               for i in range(2)]
+    samples = [Sample(task=name, id=f"{name}-{i}", image=None, turns=[(prompt(name, instruction), "a")],
+                      instruction=instruction) for i in range(2)]
     return TaskData(name=name, scorer="vqav2", train=samples, test=samples)
 
 
@@ -144,10 +151,9 @@ def test_select_adapter_routes_each_instance_and_round_trips_its_state(model, tm
     m = method(tau=0.9)
     m.setup(model, RunContext(run_dir=tmp_path, task_names=COIN_TASKS))
     train_stream(m, model, COIN_TASKS)
-    samples = [Sample(task=t, id=t, image=None, turns=[("q", "a")], instruction=ORIGINAL_INSTRUCTIONS[t])
-               for t in COIN_TASKS]
-    samples += [Sample(task="X", id="free", image=None, turns=[("q", "a")], instruction="Describe the image."),
-                Sample(task="X", id="none", image=None, turns=[("q", "a")], instruction="")]
+    samples = [Sample(task=t, id=t, image=None, turns=[(prompt(t), "a")]) for t in COIN_TASKS]
+    samples += [Sample(task="X", id="free", image=None, turns=[("Describe the image.", "a")]),
+                Sample(task="X", id="none", image=None, turns=[("", "a")])]
     routed = m.select_adapter(samples)
     assert routed[:8] == [adapter_of(m, t) for t in COIN_TASKS]
     assert routed[8:] == ["group_2", "group_2"]  # unmatched and empty -> the latest group (OCRVQA's)
@@ -162,13 +168,29 @@ def test_select_adapter_routes_each_instance_and_round_trips_its_state(model, tm
     assert back.select_adapter(samples) == routed
     assert back.routing.groups == m.routing.groups and back.routing.router.task_groups == m.routing.router.task_groups
     assert back.summary()["tasks"] == m.summary()["tasks"]
-    assert back.route_instruction(ORIGINAL_INSTRUCTIONS["ImageNet"]) == ("group_3", "group_3", 1.0)
+    routed_free = back.route_prompt(prompt("ImageNet"))
+    assert (routed_free["group"], routed_free["adapter"], routed_free["similarity"]) == ("group_3", "group_3", 1.0)
+    assert routed_free["instruction"] == ORIGINAL_INSTRUCTIONS["ImageNet"]
+    assert back.routing.router.layouts == m.routing.router.layouts and ORIGINAL_INSTRUCTIONS["TextVQA"] in \
+        back.routing.router.layouts["group_3"]  # ImageNet's prompts always end with the short-answer line
+
+
+def test_routing_reads_no_task_label(model):
+    m = method(tau=0.9)
+    train_stream(m, model, COIN_TASKS)
+    samples = [s for t in COIN_TASKS for s in task(t).test]
+    routed = m.select_adapter(samples)
+    assert routed == [adapter_of(m, s.task) for s in samples]
+    scrambled = [Sample(task=COIN_TASKS[(COIN_TASKS.index(s.task) + 3) % 8], id=s.id, image=None, turns=s.turns)
+                 for s in samples]  # other labels, no extracted instruction
+    assert m.select_adapter(scrambled) == routed
 
 
 def test_per_task_and_per_file_routing_through_the_method(model):
     m = method(tau=0.9, routing="per_task")
     train_stream(m, model, ["TextVQA", "ImageNet"])
-    wrong = Sample(task="TextVQA", id="a", image=None, turns=[("q", "a")], instruction=ORIGINAL_INSTRUCTIONS["ImageNet"])
+    wrong = Sample(task="TextVQA", id="a", image=None, turns=[(prompt("ImageNet"), "a")],
+                   instruction=ORIGINAL_INSTRUCTIONS["ImageNet"])
     assert m.select_adapter([wrong]) == ["default"]  # the oracle ignores the instruction
     m.cfg.routing.mode = "per_file"
     m.load_state_dict(m.state_dict())  # rebuilds the router with the new mode
@@ -208,6 +230,31 @@ def test_end_to_end_run_writes_the_codebook_and_the_groups(e2e_run):
     assert state["adapters"] == ["default", "group_2"] and state["method"]["adapters"]["group_2"] == "group_2"
 
 
+@pytest.mark.parametrize("variant,tau", [("original", 0.9), ("diverse", 0.3)])
+def test_a_streams_samples_route_the_same_with_scrambled_task_labels(e2e_run, variant, tau):
+    import random
+
+    from mmcit.data.stream import load_data
+    from mmcit.routing import InstructionRouter, RouterSettings
+
+    run_dir, _ = e2e_run  # its synthetic benchmark is generated already: reading all eight tasks is cheap
+    cfg = load_config(run_dir / "config.yaml", [f"data.tasks=[{', '.join(COIN_TASKS)}]", f"data.variant={variant}"])
+    data = load_data(cfg.data, Path(cfg.data.cache_dir), log=lambda msg: None)
+    router = InstructionRouter(RouterSettings(tau=tau))
+    for t in data.tasks:  # grouped as LCIA's before_stage does
+        best, _, _ = router.match(t.instructions)
+        group = best or f"group_{len(router.groups) + 1}"
+        router.assign(group, t.instructions, [t.name], [[s.prompt for s in t.train]])
+    samples = [s for t in data.tasks for s in t.test + t.train]
+    routed = router.route(samples)
+    assert routed == [router.router.decide([s.instruction]).group for s in samples]  # as with the label's rule
+    labels = [s.task for s in samples]
+    random.Random(0).shuffle(labels)
+    scrambled = [Sample(task=label, id=s.id, image=s.image, turns=s.turns) for s, label in zip(samples, labels)]
+    router.router.codebook.add("group_1", [])  # a codebook change: no decision comes from the cache
+    assert router.route(scrambled) == routed
+
+
 def test_predict_rebuilds_the_run_and_routes_by_the_prompt(e2e_run, capsys):
     from safetensors.torch import load_file
 
@@ -224,12 +271,19 @@ def test_predict_rebuilds_the_run_and_routes_by_the_prompt(e2e_run, capsys):
     cfg = load_config(run_dir / "config.yaml")
     data = load_data(cfg.data, Path(cfg.data.cache_dir), log=lambda msg: None)
     imagenet = next(t for t in data.tasks if t.name == "ImageNet").test[0]
-    out = predictor.answer(imagenet.image, imagenet.prompt, task="ImageNet")
+    out = predictor.answer(imagenet.image, imagenet.prompt)  # no task: routed by the prompt alone
     assert (out["group"], out["adapter"], out["similarity"]) == ("group_2", "group_2", 1.0)
     assert isinstance(out["answer"], str) and out["instruction"] == coin.extract_instruction("ImageNet", imagenet.prompt)
+    one_line = predictor.answer(imagenet.image, imagenet.prompt.replace("\n", " "))
+    assert one_line["group"] == "group_2" and one_line["instruction"] == out["instruction"]
     free = predictor.answer(imagenet.image, "What is written here?\nAnswer the question using a single word or phrase.")
     assert free["group"] == "group_1" and free["adapter"] == "default"
 
     assert main(["predict", str(run_dir), "--image", str(imagenet.image), "--prompt", "Describe it.", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["group"] == "group_1" and printed["similarity"] == 0.0  # no match: the latest group (GQA's)
+    assert main(["predict", str(run_dir), "--image", str(imagenet.image), "--prompt", imagenet.prompt,
+                 "--task", "GQA", "--json"]) == 0  # --task is accepted, ignored, and said to be
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["group"] == "group_2"
+    assert "--task is deprecated and ignored" in captured.err

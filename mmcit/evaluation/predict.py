@@ -3,8 +3,9 @@
 ``load_predictor(run_dir)`` rebuilds the model exactly as the run did (the run's resolved
 ``config.yaml``, the same data for the tokenizer and the cached pretrained base), recreates every
 adapter of the last checkpoint and loads its weights, and restores the method's state. A method
-that routes by instruction (LCIA) picks the adapter for each prompt from its codebook; any other
-method answers with the adapter that was active at the checkpoint.
+that routes by instruction (LCIA) picks the adapter for each prompt from its codebook, by the
+prompt's text alone (no task label: the router scores every span of the prompt that may be its
+instruction); any other method answers with the adapter that was active at the checkpoint.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mmcit.config import load_config
-from mmcit.data.prompts import extract_instruction, strip_image_tag
+from mmcit.data.prompts import strip_image_tag
 from mmcit.data.sample import Sample
 from mmcit.data.stream import load_data
 from mmcit.methods.base import Method, build_method
@@ -34,31 +35,30 @@ class Predictor:
     default_adapter: str
     checkpoint: Path
 
-    def route(self, instruction: str) -> tuple[str | None, str, float | None]:
-        """``(group, adapter, similarity)`` for an instruction; no routing -> the active adapter."""
-        route = getattr(self.method, "route_instruction", None)
+    def route(self, prompt: str) -> dict[str, Any]:
+        """Group, adapter, similarity and deciding span for a prompt; no routing -> the active adapter."""
+        route = getattr(self.method, "route_prompt", None)
         if route is None or not getattr(self.method, "group_adapters", None):
-            return None, self.default_adapter, None
-        group, adapter, sim = route(instruction)
-        return group, adapter or self.default_adapter, sim
+            return {"group": None, "adapter": self.default_adapter, "similarity": None, "instruction": ""}
+        routed = route(prompt)
+        return {**routed, "adapter": routed["adapter"] or self.default_adapter}
 
-    def answer(self, image_path: str | Path, prompt: str, task: str = "") -> dict[str, Any]:
+    def answer(self, image_path: str | Path, prompt: str) -> dict[str, Any]:
         """Greedy answer to ``prompt`` about the image, with the group it was routed to.
 
-        The instruction is extracted by CoIN's rules for ``task`` (for a free prompt: its last
-        line), so a prompt laid out like the benchmark's routes like its test samples do.
+        Routing reads the prompt alone, so a prompt laid out like the benchmark's (CoIN's ImageNet
+        and Grounding layouts included) routes like its test samples do, with no task named.
         """
         text = strip_image_tag(prompt)  # the encoder puts the image tag in itself
-        instruction = extract_instruction(task, text)
-        group, adapter, sim = self.route(instruction)
-        sample = Sample(task=task or "predict", id="predict", image=Path(image_path), turns=[(text, "")],
-                        instruction=instruction)
-        self.model.set_adapter(adapter)
+        routed = self.route(text)
+        sample = Sample(task="predict", id="predict", image=Path(image_path), turns=[(text, "")],
+                        instruction=routed["instruction"])
+        self.model.set_adapter(routed["adapter"])
         self.model.eval()
         batch = self.model.collate([self.model.encoder().encode_prompt(sample)], "left")
         answer = self.model.generate(batch, self.max_new_tokens)[0]
-        return {"answer": answer, "group": group, "adapter": adapter, "similarity": sim,
-                "instruction": instruction}
+        return {"answer": answer, "group": routed["group"], "adapter": routed["adapter"],
+                "similarity": routed["similarity"], "instruction": routed["instruction"]}
 
 
 def load_predictor(run_dir: str | Path, checkpoint: str | Path | None = None,

