@@ -123,13 +123,13 @@ class _Echo:
         pass
 
 
-def test_evaluation_scores_exactly_what_was_answered(monkeypatch):
+def test_evaluation_scores_exactly_what_was_answered():
     samples = [Sample(task="GQA", id=str(i), image=None, turns=[("q", gold)])
                for i, gold in enumerate(["red", "blue", "cube", "two"])]
     task = TaskData("GQA", "gqa", [], samples)
     answers = {"0": "red", "1": "Blue.", "2": "sphere", "3": "two"}  # GQA: lower-cased, periods stripped
     model = _Echo(answers)
-    monkeypatch.setattr("mmcit.evaluation.generate.collate", lambda feats, pad, side: {"ids": [f["id"] for f in feats]})
+    model.collate = lambda feats, side: {"ids": [f["id"] for f in feats]}
     model.generate = lambda batch, max_new_tokens: [answers[i] for i in batch["ids"]]
     res = evaluate_task(model, Method(None), task, batch_size=3, max_new_tokens=4, scoring_mode="default",
                         progress=False)

@@ -175,7 +175,7 @@ def _number_kind(text: str) -> str:
 def _letter(pred: str, sample: Sample, reference: bool) -> float:
     # APP (MMT-Bench) is scored by its server from the stripped, upper-cased prediction ("Z" when
     # missing); locally: that letter against the gold letter.
-    return float(pred.upper() == sample.answer.strip().upper())
+    return float(pred.strip().upper() == sample.answer.strip().upper())
 
 
 def _pct_ocrbench(total: float, n: int) -> float:
