@@ -1,23 +1,37 @@
 """One behaviour test over every registered method: its hooks fire in the documented order inside the
-real recipe, its state survives a JSON round trip, a 2-task tiny stream runs, and a resume after the
-last stage's checkpoint was lost gives the identical matrix and adapter tensors."""
+real recipe, its state survives a checkpoint's round trip (JSON, with any tensors in safetensors), a
+2-task tiny stream runs, and a resume after the last stage's checkpoint was lost gives the
+identical matrix and adapter tensors."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import time
+from dataclasses import asdict
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import mmcit.recipe
 from mmcit.methods.base import METHODS, build_method
 from mmcit.recipe import run
+from mmcit.training.checkpoint import MANIFEST, STEPS, join_tensors, split_tensors, step_checkpoints
+from tests.forking import fork_cli
 from tests.test_integration import tiny_cfg
 
-HOOKS = ("setup", "plan", "before_stage", "extra_loss", "after_optimizer_step", "after_stage", "select_adapter",
-         "state_dict", "load_state_dict")
-STEPS = 3  # train.max_steps of the tiny stream; one micro-batch per step
+HOOKS = ("setup", "plan", "before_stage", "mixed_in", "extra_loss", "after_optimizer_step", "after_stage",
+         "consolidate", "select_adapter", "state_dict", "load_state_dict")
+N_STEPS = 3  # train.max_steps of the tiny stream; one micro-batch per step
+# Options that keep a method's run short here (its defaults are meant for real streams).
+FAST = {"ewc": ["method.fisher_samples=4"]}
+# Methods whose state changes inside a stage in ways the other resume tests do not cover (a
+# mixed-in data order, a Fisher carried between stages, a kept copy of the weights): each is also
+# SIGKILLed inside its last stage and resumed. (adaptive_ema and lcia: tests/test_step_resume.py.)
+MID_STAGE = ("replay", "ewc", "lwf")
 
 
 class Recording:
@@ -48,9 +62,13 @@ def expected_calls(stages) -> list[str]:
     for stage in stages:
         calls.append("before_stage")
         if any(t.train for t in stage.train):
-            calls += ["extra_loss", "after_optimizer_step"] * STEPS
-        calls += ["after_stage", *["select_adapter"] * len(stage.evaluate), "state_dict"]
+            calls += ["mixed_in", *["extra_loss", "after_optimizer_step"] * N_STEPS]
+        calls += ["after_stage", "consolidate", *["select_adapter"] * len(stage.evaluate), "state_dict"]
     return calls
+
+
+def _cfg(tmp, cache_dir, name, *extra):
+    return tiny_cfg(tmp, cache_dir, f"method={{type: {name}}}", *FAST.get(name, []), *extra)
 
 
 def _run(tmp, cache_dir, name, resume=False):
@@ -62,8 +80,7 @@ def _run(tmp, cache_dir, name, resume=False):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(mmcit.recipe, "build_method", build)
-        res = run(tiny_cfg(tmp, cache_dir, f"method={{type: {name}}}"), progress=False, log=lambda m: None,
-                  resume=resume)
+        res = run(_cfg(tmp, cache_dir, name), progress=False, log=lambda m: None, resume=resume)
     return res, recorded[0]
 
 
@@ -84,12 +101,28 @@ def test_hooks_fire_in_the_documented_order(finished):
     assert res["complete"] and set(res["tasks"]) == {"TextVQA", "GQA"}
 
 
-def test_state_survives_a_json_round_trip(finished):
+def _same(a, b) -> bool:
+    """Equal nested states, tensors compared exactly."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_state_survives_a_checkpoint_round_trip(finished):
+    """Between stages a state is JSON plus, for a method that keeps tensors (EWC), tensors that a
+    checkpoint stores in safetensors: the round trip a stage checkpoint makes."""
     name, _, _, recording = finished
-    state = json.loads(json.dumps(recording.method.state_dict()))  # between stages: plain JSON
+    original = recording.method.state_dict()
+    skeleton, tensors = split_tensors(original)
+    state = join_tensors(json.loads(json.dumps(skeleton)), {k: v.clone() for k, v in tensors.items()})
+    assert _same(state, original)
     fresh = build_method(recording.method.cfg)
     fresh.load_state_dict(state)
-    assert fresh.state_dict() == state
+    assert _same(fresh.state_dict(), original)
     assert json.loads(json.dumps(fresh.summary())) == recording.method.summary()
 
 
@@ -108,3 +141,74 @@ def test_resume_after_a_lost_last_checkpoint_is_identical(finished, cache_dir):
     done = len(recording.stages) - 1  # stages whose checkpoint survived
     assert resumed.calls[:2] == ["setup", "plan"] and resumed.calls.count("before_stage") == 1
     assert ("load_state_dict" in resumed.calls) == (done > 0)
+
+
+def test_costs_count_the_adapters_and_what_the_method_keeps(finished):
+    name, _, res, recording = finished
+    costs = res["costs"]
+    stored = costs["stored_parameters"]
+    assert stored["adapters"] == sum(stored["per_adapter"].values()) > 0
+    assert stored["total"] == stored["adapters"] + sum(stored["method"].values())
+    assert costs["trainable_parameters"] == next(iter(stored["per_adapter"].values()))  # one adapter's worth
+    assert costs["peak_memory_bytes"] > 0 and costs["peak_memory_source"] == "ru_maxrss"
+    assert costs["train_steps"] == sum(t["steps"] for t in res["timing"]["stages"])
+    if name == "ewc":  # a Fisher and an anchor, each the size of the trainable tensors
+        assert stored["method"] == {"fisher": costs["trainable_parameters"], "anchor": costs["trainable_parameters"]}
+    elif name == "replay":  # 10% of each task's 20 and 40 training samples (the tiny stream)
+        assert costs["stored_samples"] == {"replay_buffer": 2 + 4}
+    else:
+        assert stored["method"] == {} and costs["stored_samples"] == {}
+
+
+def _fork_resume_sleeping_after_step_1(run_dir, last: int) -> int:
+    """``mmcit run --resume RUN_DIR`` in a forked child that sleeps after stage ``last``'s first step
+    checkpoint (the parent kills it there)."""
+
+    def setup() -> None:
+        real = mmcit.recipe.save_step_checkpoint
+
+        def save_then_sleep(run_dir, index, *args, **kwargs):
+            folder = real(run_dir, index, *args, **kwargs)
+            if index == last:
+                time.sleep(120)
+            return folder
+
+        mmcit.recipe.save_step_checkpoint = save_then_sleep
+
+    return fork_cli(["run", "--resume", str(run_dir), "--no-progress"], setup)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_sigkill_inside_the_last_stage_then_resume_is_identical(finished, cache_dir, tmp_path):
+    """The finished run's folder without its last checkpoint is resumed with a step checkpoint
+    after every step, SIGKILLed after the first one inside the last stage, and resumed again from
+    there: the matrix, the method summary and every adapter tensor equal the uninterrupted run's."""
+    name, tmp, res, recording = finished
+    if name not in MID_STAGE:
+        pytest.skip("mid-stage kills of the other methods: tests/test_step_resume.py, tests/test_faults.py")
+    run_dir = tmp_path / "run"
+    shutil.copytree(tmp / "run", run_dir)
+    last = sorted((run_dir / "checkpoints").iterdir())[-1]
+    shutil.rmtree(last)
+    cfg = _cfg(tmp_path, cache_dir, name, "train.checkpoint_every=1")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    manifest = last / STEPS / "step_000001" / MANIFEST
+    pid = _fork_resume_sleeping_after_step_1(run_dir, len(recording.stages) - 1)
+    deadline = time.monotonic() + 120
+    while not manifest.exists() and time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        assert not done, f"the run ended (exit {os.waitstatus_to_exitcode(status)}) before it could be killed"
+        time.sleep(0.005)
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL and manifest.exists()
+    assert not (last / MANIFEST).exists()
+    logs: list[str] = []
+    again = run(cfg, progress=False, log=logs.append, resume=True)
+    assert any(f"at step 1/{N_STEPS}" in m for m in logs), logs
+    assert again["accuracy_matrix"] == res["accuracy_matrix"]
+    assert again["method_summary"] == res["method_summary"]
+    before, after = load_file(tmp / "run" / last.relative_to(run_dir) / "adapters.safetensors"), \
+        load_file(last / "adapters.safetensors")
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert not step_checkpoints(run_dir)
