@@ -162,6 +162,7 @@ class LwF(Method):
             self._kl = [float(state["kl"][0]), int(state["kl"][1])]
 
     def summary(self) -> dict:
-        """Temperature, weight and per stage whether it distilled and its mean term."""
+        """Temperature, weight and per stage whether it distilled and its mean term (the mean over this
+        process's micro-batches: under data parallelism, rank 0's share)."""
         return {"temperature": self.cfg.temperature, "weight": self.cfg.weight,
                 "distill_first_task": self.cfg.distill_first_task, "tasks": [dict(r) for r in self.records]}
