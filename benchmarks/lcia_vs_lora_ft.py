@@ -1,7 +1,7 @@
 """LCIA against sequential LoRA fine-tuning on the demo stream, over seeds and adaptive-EMA scales.
 
 For every seed: `lora_ft` (configs/demo/lora_ft.yaml) and `lcia` (configs/demo/lcia.yaml) at each
-``--scales`` value of ``method.scale``. Prints per run the final average accuracy, forgetting,
+``--scales`` value of ``method.ema.scale``. Prints per run the final average accuracy, forgetting,
 new accuracy and the mean EMA blend weight (alpha) of the re-trained tasks, the ratio of lcia's
 forgetting to lora_ft's for the same seed, and the means over seeds. Each seed pretrains (or loads
 from the cache) its own tiny base first.
@@ -56,7 +56,7 @@ def _run(config: str, overrides: list[str]) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--scales", default="2,0.1", help="method.scale values for lcia")
+    parser.add_argument("--scales", default="2,0.1", help="method.ema.scale values for lcia")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default=None)
     parser.add_argument("overrides", nargs="*")
@@ -76,7 +76,7 @@ def main() -> int:
         for s in seeds:
             jobs[(s, "lora_ft")] = ("lora_ft.yaml", [*common, f"seed={s}", f"output_dir={tmp / f'lora_ft-{s}'}"])
             for sc in scales:
-                jobs[(s, f"lcia@{sc:g}")] = ("lcia.yaml", [*common, f"seed={s}", f"method.scale={sc}",
+                jobs[(s, f"lcia@{sc:g}")] = ("lcia.yaml", [*common, f"seed={s}", f"method.ema.scale={sc}",
                                                        f"output_dir={tmp / f'lcia-{sc:g}-{s}'}"])
         futures = {k: pool.submit(_run, *v) for k, v in jobs.items()}
         results = {k: f.result() for k, f in futures.items()}

@@ -1,9 +1,11 @@
 """The package's shape, read from its source with ``ast``: no import cycles (imports inside functions
 included), the core never imports the recipes, modules and functions stay short, public functions
-and classes say what they do."""
+and classes say what they do; and the documentation's: no file refers to a file outside the
+repository, README.md stays a front page, Markdown links name existing files."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -178,4 +180,39 @@ def test_every_public_function_and_class_has_a_docstring():
             decorators = {getattr(d, "id", getattr(d, "attr", "")) for d in node.decorator_list}
             if ast.get_docstring(node) is None and not decorators & {"setter", "overload"}:
                 missing.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert missing == []
+
+
+# ---- documentation ---------------------------------------------------------------------------------
+
+DOC_DIRS = ("docs", "eval", "configs", "benchmarks")  # besides the packages and the top-level *.md
+
+
+def test_no_file_points_outside_the_repository():
+    """Docs and code name only files that a fresh clone has (the project's docs live in docs/)."""
+    outside = []
+    files = [*REPO.glob("*.md"), *(p for d in (*PACKAGES, *DOC_DIRS) for p in (REPO / d).rglob("*"))]
+    for path in files:
+        if path.is_file() and path.suffix in (".py", ".md", ".yaml", ".sh", ".toml"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            for bad in ("../shared", "shared/docs", "LCIA.md", "COIN.md", "SYNTHETIC.md", "DESIGN.md"):
+                if bad in text:
+                    outside.append(f"{path.relative_to(REPO)}: {bad}")
+    assert outside == []
+
+
+MD_LINK = re.compile(r"\]\(([^)\s#]+\.md)(?:#[^)\s]*)?\)")
+
+
+def test_readme_is_a_front_page_and_its_doc_links_exist():
+    """README.md stays a front page (at most 150 lines); every Markdown link of README.md,
+    CONTRIBUTING.md and docs/*.md names a file that exists."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 150
+    sources = [REPO / "README.md", REPO / "CONTRIBUTING.md", *sorted((REPO / "docs").glob("*.md"))]
+    links = {(src, target) for src in sources for target in MD_LINK.findall(src.read_text(encoding="utf-8"))}
+    assert {t for s, t in links if s.parent == REPO and t.startswith("docs/")} >= {
+        "docs/method.md", "docs/coin.md", "docs/architecture.md", "docs/measurements.md", "docs/usage.md"}
+    missing = [f"{src.relative_to(REPO)} -> {target}" for src, target in sorted(links)
+               if not (src.parent / target).is_file()]
     assert missing == []

@@ -1,4 +1,4 @@
-"""The fused Triton kernels of AdaptiveEMA (mmcit/ema_kernels.py), checked on CPU under Triton's
+"""The fused Triton kernels of AdaptiveEMA (mmcit/ema/kernels.py), checked on CPU under Triton's
 interpreter: the exactness tests of test_ema.py run again with kernel="triton", plus the kernels'
 own edge cases. On a GPU the same kernels are compiled (benchmarks/bench_ema.py times them)."""
 from __future__ import annotations

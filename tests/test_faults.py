@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -139,6 +140,10 @@ def test_random_sigkills_never_break_the_run_folder(tmp_path, cache_dir, methods
     for method, run_dir in folders:
         saved = json.loads((run_dir / "results.json").read_text())
         assert saved["complete"] and saved["accuracy_matrix"] == references[method], run_dir
+        # ... and the weights: every adapter tensor of the final checkpoint equals the reference's.
+        final = load_file(run_dir / "checkpoints" / "03_VizWiz" / "adapters.safetensors")
+        ref = load_file(tmp_path / f"ref_{method}" / "run" / "checkpoints" / "03_VizWiz" / "adapters.safetensors")
+        assert final.keys() == ref.keys() and all(torch.equal(final[k], ref[k]) for k in ref), run_dir
         assert not [p for p in run_dir.rglob("*") if is_temp_file(p)], "resume left temporary files"
         _check_folder(run_dir, set(), counts)
     print(f"\nfault injection: {counts['kills']} kills ({counts['runs_finished_before_kill']} runs finished "

@@ -1,4 +1,4 @@
-"""Embedders, the instruction codebook and the router (mmcit/embedders.py, mmcit/routing.py)."""
+"""Embedders, the instruction codebook and the router (mmcit/routing/)."""
 import importlib.util
 import math
 

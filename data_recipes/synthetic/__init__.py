@@ -7,7 +7,8 @@ words, 8 authors) so that a ~1M-parameter model learns each task and sequential 
 
 Tasks, in CoIN order (answer format in brackets). Each question chooses what to read from the image
 (an attribute, a region, a count) and never asks to find an object named in the question: the
-tiny model does not learn such in-context lookups within the demo's budget (measured, README):
+tiny model does not learn such in-context lookups within the demo's budget (measured:
+docs/measurements.md):
 
 1. ScienceQA: one shape on a 2 x 2 grid; "Which shape / what color / where ..." followed by the
    kind's four options, always in the same order (SQA_OPTIONS) [option letter A-D].

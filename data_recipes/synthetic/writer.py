@@ -27,7 +27,8 @@ from data_recipes.synthetic.vocab import TASKS
 PRETRAIN_PROMPT = "Describe the image."
 #: Training-set size of a task as a multiple of ``train_per_task``. Measured alone with 400 samples
 #: (75 LoRA steps), ScienceQA reached about 75%, GQA 45-55%, VizWiz and OCR-VQA 55-95% depending on
-#: the base; they get twice the samples (calibration, README). Part of the data's cache key.
+#: the base; they get twice the samples (calibration: docs/measurements.md). Part of the data's
+#: cache key.
 TRAIN_WEIGHT: dict[str, int] = {"ScienceQA": 2, "GQA": 2, "VizWiz": 2, "OCRVQA": 2}
 TEXTVQA_GOLDS = "TextVQA/TextVQA_0.5.1_val.json"
 

@@ -263,7 +263,7 @@ def save_step_checkpoint(run_dir: Path, index: int, stage: str, model: "MMModel"
     method_json, method_tensors = split_tensors(method.state_dict(), prefix="m")
     save_safetensors(folder / METHOD_TENSORS, method_tensors)
     # A method state that is not JSON (apart from its tensors) is saved as a note, as in a stage
-    # checkpoint; the runner then resumes from the stage checkpoint instead (see runner.py).
+    # checkpoint; the runner then resumes from the stage checkpoint instead (see resume.py).
     write_json(folder / METHOD_STATE, {"adapters": model.adapters, "active": model.active_adapter,
                                        "method": _jsonable(method_json), "stage": stage, "stage_index": index,
                                        "step": state.step, **(extra or {})})

@@ -24,7 +24,7 @@ class TrainConfig:
     max_length: int = 2048
     # Optimizer steps between step checkpoints inside a task (None: only the checkpoint after each
     # task). They live under checkpoints/NN_<stage>/steps/ and let `mmcit run --resume` continue
-    # mid-task; see mmcit/checkpoint.py.
+    # mid-task; see mmcit/training/checkpoint.py.
     checkpoint_every: int | None = None
     # Global batch per task, overriding batch_size (CoIN's published batches differ per task).
     task_batch_size: dict[str, int] = field(default_factory=dict)

@@ -22,7 +22,7 @@ class TrainState:
 
     Taken after optimizer step ``step`` (1-based count of steps done) by the ``on_checkpoint``
     callback, and given back as ``resume``. The adapter weights and the method's state are not in
-    here: the runner saves and restores those itself (mmcit/checkpoint.py).
+    here: the runner saves and restores those itself (mmcit/training/checkpoint.py).
     """
 
     step: int  # optimizer steps done in this stage
