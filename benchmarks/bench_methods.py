@@ -11,7 +11,9 @@ machine's changing speed hits them alike; the figure per method is the median ov
 time divided by lora_ft's in the same round. Each method is in the state it trains the second task
 in: replay with a buffer of the first task (its share of the batch drawn from it), EWC with the
 first task's Fisher, LwF with the kept weights. EWC's Fisher passes after a task (``consolidate``)
-are timed too, per sample, since they are a cost outside the steps. ``key=value`` arguments
+are timed too, per sample, since they are a cost outside the steps. Replay's batch holds rows of
+an earlier task, whose lengths differ from the task's own (the batch is padded to its longest row):
+``lora_ft`` is also timed on replay's rows, which separates that cost of the data from the method's. ``key=value`` arguments
 override the demo config (a shorter pretraining of the base does not change a step's cost).
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ from mmcit.training.sample_pass import SamplePass  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("lora_ft", "replay", "ewc", "lwf")
+MIXED = "lora_ft on replay's rows"  # the same rows as replay: what the mixed batch itself costs
 
 
 def setup(overrides: list[str]):
@@ -85,7 +88,7 @@ def main() -> None:
     model.train()
 
     def step(name: str, rows: list[int]) -> float:
-        method = methods[name][0]
+        method = methods["lora_ft" if name == MIXED else name][0]
         start = time.perf_counter()
         _accumulate(model, method, [inputs[i] for i in rows], pad, cfg.train.micro_batch_size, inputs.via_tokens)
         torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
@@ -94,22 +97,25 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    names = (*METHODS, MIXED)
+    times: dict[str, list[float]] = {m: [] for m in names}
     for r in range(args.warmup + args.rounds):
         own = rng.sample(range(n_task), batch)
         mixed = own[: batch - k] + [n_task + j for j in rng.sample(range(len(extra)), k)]
-        order = METHODS[r % len(METHODS):] + METHODS[: r % len(METHODS)]
+        order = names[r % len(names):] + names[: r % len(names)]
         for name in order:
-            seconds = step(name, mixed if name == "replay" else own)
+            seconds = step(name, mixed if name in ("replay", MIXED) else own)
             if r >= args.warmup:
                 times[name].append(seconds)
     base = times["lora_ft"]
     print(f"\ntiny model ({model.num_parameters()[0]:,} trainable values), batch {batch} "
           f"({k} replayed rows), {args.rounds} interleaved rounds, {torch.get_num_threads()} thread(s)")
     print("| method | median step ms | ratio to lora_ft (median of per-round ratios) |\n|---|---|---|")
-    for name in METHODS:
+    for name in names:
         ratios = [t / b for t, b in zip(times[name], base)]
         print(f"| {name} | {1000 * statistics.median(times[name]):.1f} | {statistics.median(ratios):.2f} |")
+    own_cost = statistics.median(t / b for t, b in zip(times["replay"], times[MIXED]))
+    print(f"\nreplay against lora_ft on the same mixed rows (the method's own cost): {own_cost:.2f}")
     print(f"\nEWC Fisher after a task: {1000 * fisher_seconds:.1f} ms per sample "
           f"({fisher_seconds / statistics.median(base):.2f} lora_ft steps)")
 

@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 import mmcit.recipe
-from mmcit.methods.base import METHODS, build_method
+from mmcit.methods.base import METHODS, Stage, build_method
 from mmcit.recipe import run
 from mmcit.training.checkpoint import MANIFEST, STEPS, join_tensors, split_tensors, step_checkpoints
 from tests.forking import fork_cli
@@ -30,8 +30,9 @@ N_STEPS = 3  # train.max_steps of the tiny stream; one micro-batch per step
 FAST = {"ewc": ["method.fisher_samples=4"]}
 # Methods whose state changes inside a stage in ways the other resume tests do not cover (a
 # mixed-in data order, a Fisher carried between stages, a kept copy of the weights): each is also
-# SIGKILLed inside its last stage and resumed. (adaptive_ema and lcia: tests/test_step_resume.py.)
-MID_STAGE = ("replay", "ewc", "lwf")
+# SIGKILLed inside its last stage and resumed; so is zero_shot, the fourth baseline. (adaptive_ema
+# and lcia: tests/test_step_resume.py and tests/test_faults.py.)
+MID_STAGE = ("replay", "ewc", "lwf", "zero_shot")  # zero_shot trains nothing: killed while it evaluates
 
 
 class Recording:
@@ -162,18 +163,26 @@ def test_costs_count_the_adapters_and_what_the_method_keeps(finished):
 
 def _fork_resume_sleeping_after_step_1(run_dir, last: int) -> int:
     """``mmcit run --resume RUN_DIR`` in a forked child that sleeps after stage ``last``'s first step
-    checkpoint (the parent kills it there)."""
+    checkpoint, or, for a stage that trains nothing, after its first task's evaluation (the parent
+    kills it there)."""
 
     def setup() -> None:
-        real = mmcit.recipe.save_step_checkpoint
+        real_save, real_eval = mmcit.recipe.save_step_checkpoint, mmcit.recipe.evaluate_stage
 
         def save_then_sleep(run_dir, index, *args, **kwargs):
-            folder = real(run_dir, index, *args, **kwargs)
+            folder = real_save(run_dir, index, *args, **kwargs)
             if index == last:
                 time.sleep(120)
             return folder
 
+        def evaluate_one_then_sleep(model, method, stage, *args, **kwargs):
+            if stage.index == last and not any(t.train for t in stage.train):
+                real_eval(model, method, Stage(stage.name, [], stage.evaluate[:1], stage.index), *args, **kwargs)
+                time.sleep(120)
+            return real_eval(model, method, stage, *args, **kwargs)
+
         mmcit.recipe.save_step_checkpoint = save_then_sleep
+        mmcit.recipe.evaluate_stage = evaluate_one_then_sleep
 
     return fork_cli(["run", "--resume", str(run_dir), "--no-progress"], setup)
 
@@ -192,7 +201,11 @@ def test_sigkill_inside_the_last_stage_then_resume_is_identical(finished, cache_
     shutil.rmtree(last)
     cfg = _cfg(tmp_path, cache_dir, name, "train.checkpoint_every=1")
     (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    manifest = last / STEPS / "step_000001" / MANIFEST
+    trains = any(t.train for t in recording.stages[-1].train)
+    manifest = last / STEPS / "step_000001" / MANIFEST if trains else \
+        run_dir / "answers" / last.name / f"{recording.stages[-1].evaluate[0].name}.jsonl"
+    if not trains:
+        shutil.rmtree(run_dir / "answers")
     pid = _fork_resume_sleeping_after_step_1(run_dir, len(recording.stages) - 1)
     deadline = time.monotonic() + 120
     while not manifest.exists() and time.monotonic() < deadline:
@@ -205,7 +218,7 @@ def test_sigkill_inside_the_last_stage_then_resume_is_identical(finished, cache_
     assert not (last / MANIFEST).exists()
     logs: list[str] = []
     again = run(cfg, progress=False, log=logs.append, resume=True)
-    assert any(f"at step 1/{N_STEPS}" in m for m in logs), logs
+    assert any(f"at step 1/{N_STEPS}" in m for m in logs) == trains, logs
     assert again["accuracy_matrix"] == res["accuracy_matrix"]
     assert again["method_summary"] == res["method_summary"]
     before, after = load_file(tmp / "run" / last.relative_to(run_dir) / "adapters.safetensors"), \

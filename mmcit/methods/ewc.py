@@ -19,8 +19,11 @@ and while every later task trains, ``(lambda / 2) * sum_i F_i * (theta_i - theta
 the loss of every micro-batch (micro-batch losses are weighted to sum to one per step, so the
 penalty enters each step once). Everything is float32. Under data parallelism each process takes
 its share of the Fisher samples (``SamplePass``) and the per-process sums are all-reduced before
-the division; adapters are never sharded in mmcit (FSDP shards frozen weights only), so Fisher and
-anchor are whole tensors on every process.
+the division; every process makes the same number of passes, so a forward through frozen weights
+that FSDP shards stays in step. Adapters are never sharded in mmcit (FSDP shards frozen weights
+only), so Fisher and anchor are whole tensors on every process; a sharded trainable tensor (a
+DTensor) is refused, since its gradient is averaged over processes before any per-sample square
+could be taken.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from mmcit.errors import ConfigError
 from mmcit.methods.base import METHODS, Method, MethodConfig, Stage
@@ -130,6 +134,10 @@ class EWC(Method):
         count = min(self.cfg.fisher_samples, len(samples))
         chosen = random.Random(f"ewc-{seed}-{stage.name}").sample(samples, count)
         params = dict(model.trainable_named_parameters())
+        sharded = [n for n, p in params.items() if isinstance(p, DTensor)]
+        if sharded:  # a sharded gradient is averaged over processes: no per-sample square exists
+            raise RuntimeError(f"ewc: trainable tensor {sharded[0]} is sharded; the Fisher needs whole adapter "
+                               "tensors (mmcit's FSDP shards frozen weights only)")
         task = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
         passes.per_sample_gradients(chosen, lambda weight: add_squared_gradients(task, params, weight))
         all_reduce_mean(task, count)
