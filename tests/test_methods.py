@@ -131,6 +131,8 @@ def test_resume_after_a_lost_last_checkpoint_is_identical(finished, cache_dir):
     """results.json is written before a stage's checkpoint: a kill in between leaves the row without
     the checkpoint, and the resume must redo that stage to the same numbers and weights."""
     name, tmp, res, recording = finished
+    if name in MID_STAGE:
+        pytest.skip("its SIGKILL test below resumes from the same lost checkpoint, then from inside the stage")
     run_dir = tmp / "run"
     last = sorted((run_dir / "checkpoints").iterdir())[-1]
     before = load_file(last / "adapters.safetensors")
