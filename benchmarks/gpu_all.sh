@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every GPU measurement the open issues ask for, in one go (one H100/H200, about 4-5 minutes):
-# the end-to-end check at LLaVA-1.5-7B shapes (issue: real models and scale-out) and the adaptive
-# EMA's update against the reference loop and the memory-traffic floor (issue: adaptive EMA).
+# Every GPU measurement the open issues ask for, in one go (one H100/H200, meant to stay within 5 minutes):
+# the end-to-end check at LLaVA-1.5-7B and Qwen2.5-VL-7B shapes (issues: real models and scale-out; today's
+# VLM families) and the adaptive EMA's update against the reference loop and the memory-traffic floor
+# (issue: adaptive EMA).
 # Test it first on CPU at toy sizes: TOY=1 bash benchmarks/gpu_all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,21 +1,28 @@
-"""One-go GPU check at LLaVA-1.5-7B shapes (random weights), through mmcit's own code path.
+"""One-go GPU check at LLaVA-1.5-7B and Qwen2.5-VL-7B shapes (random weights), through mmcit's own code path.
 
-    python benchmarks/gpu_check.py                 # on one H100/H200: about 3-5 minutes
-    python benchmarks/gpu_check.py --toy           # the same steps at toy sizes, on CPU (seconds)
+    python benchmarks/gpu_check.py                 # on one H100/H200: both sections (sized for 5 minutes
+                                                   # together; the Qwen2.5-VL one is not yet timed on a GPU)
+    python benchmarks/gpu_check.py --only qwen2_5_vl   # one section
+    python benchmarks/gpu_check.py --toy           # the same steps at toy sizes, on CPU
 
-It builds LlavaForConditionalGeneration with CLIP ViT-L/14-336 and Llama-7B shapes (vocab 32064,
-576 image tokens) in bf16, wraps it in mmcit's MMModel (LoRA r=128 on q,k,v,o,gate,up,down, the
-projector trainable), then:
+Section ``llava``: LlavaForConditionalGeneration with CLIP ViT-L/14-336 and Llama-7B shapes (vocab
+32064, 576 image tokens) in bf16, wrapped in mmcit's MMModel (LoRA r=128 on q,k,v,o,gate,up,down,
+the projector trainable). Section ``qwen2_5_vl``: Qwen2_5_VLForConditionalGeneration at
+Qwen2.5-VL-7B-Instruct's shapes (32-block ViT with window attention, Qwen2.5-7B, vocab 152064) with
+its processor, through the hf_vlm backend's parts (LoRA on the language model, the merger trainable,
+samples encoded and batched by the processor: 672 px images, 576 image tokens). Each section then:
 
 1. trains one task through ``train_stage`` with the adaptive EMA on, global batch 16 of 704-token
    samples, gradient checkpointing; then adds a second adapter (copied from the first) and trains
    it a few steps too;
 2. times the same number of optimizer steps with a bare loop (forward, backward, clip, AdamW step,
    nothing of mmcit's; once running the frozen tower every step as plain transformers does, once on
-   the tower's tokens computed once, as ``train_stage`` does) and with ``train_stage`` + ``lora_ft``
+   the tower's tokens computed once, as ``train_stage`` does where the tower cache is exact: LLaVA
+   only) and with ``train_stage`` + ``lora_ft``
    (mmcit's hooks, no EMA), in interleaved runs: a step's time is the median interval between the
    ends of consecutive optimizer steps, the first left out; the hooks' overhead is against the
-   bare loop on cached tokens;
+   bare loop that does what ``train_stage`` does (cached tokens for LLaVA, the tower every step for
+   Qwen2.5-VL);
 3. times ``AdaptiveEMA.update()`` alone (20 back-to-back calls, fused and plain kernel) as a share
    of one training step;
 4. saves both adapters as a checkpoint and reloads them into a fresh wrapper (tensors must match);
@@ -42,7 +49,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmcit.training.config import TrainConfig  # noqa: E402
-from mmcit.data.collate import collate  # noqa: E402
 from mmcit.data.sample import Sample  # noqa: E402
 from mmcit.methods import build_method  # noqa: E402
 from mmcit.methods.adaptive_ema import AdaptiveEMAConfig  # noqa: E402
@@ -60,6 +66,31 @@ def sizes(toy: bool) -> dict:
     return dict(image=336, patch=14, v_hidden=1024, v_layers=24, v_heads=16, v_inter=4096, hidden=4096, layers=32,
                 heads=32, inter=11008, vocab=32064, r=128, alpha=256, batch=16, eval_batch=32, text_tokens=128,
                 steps=6, new_tokens=16)
+
+
+def qwen_sizes(toy: bool) -> dict:
+    """The Qwen2.5-VL section's run sizes (model shapes: tests/family_checkpoints.py)."""
+    if toy:
+        return dict(image=56, r=8, alpha=16, batch=4, eval_batch=4, text_tokens=24, steps=4, new_tokens=4)
+    return dict(image=672, r=128, alpha=256, batch=16, eval_batch=32, text_tokens=128, steps=5, new_tokens=16)
+
+
+def build_qwen(s: dict, toy: bool, device: str, dtype: torch.dtype) -> MMModel:
+    """Qwen2.5-VL (7B shapes, or tiny) wrapped as the hf_vlm backend wraps a loaded checkpoint."""
+    from mmcit.data.processor_encoder import ProcessorTemplate
+    from mmcit.models.families import FAMILIES
+    from mmcit.models.hf_vlm import model_parts, stop_ids
+    from tests.family_checkpoints import QWEN2_5_VL_7B, TINY, build_family
+
+    base, processor = build_family("qwen2_5_vl", TINY if toy else QWEN2_5_VL_7B, device=device, dtype=dtype)
+    # Images of s["image"] px: one token per 28 x 28 pixels, 576 at 672 px (LLaVA-1.5's count).
+    processor.image_processor.size = {"shortest_edge": 28 * 28, "longest_edge": s["image"] ** 2}
+    tok = processor.tokenizer
+    eos = stop_ids(base, tok)
+    torch.manual_seed(0)
+    return MMModel.from_base(base, processor, LoraSettings(r=s["r"], alpha=s["alpha"], dropout=0.05),
+                             template=ProcessorTemplate(processor, tok.convert_ids_to_tokens(eos)),
+                             gradient_checkpointing=True, parts=model_parts(FAMILIES["qwen2_5_vl"], [], eos))
 
 
 def build(s: dict, device: str, dtype: torch.dtype):
@@ -122,16 +153,15 @@ def bare_loop(model: MMModel, feats: list[dict], cfg: TrainConfig, steps: int, d
 
     opt = make_optimizer(model, cfg)
     params = [p for _, p in model.trainable_named_parameters()]
-    pad = model.tokenizer.pad_token_id
     base = model.peft.get_base_model()
     model.train()
     sync(device)
     stamps = [time.perf_counter()]
     for k in range(steps):
         start = (k * cfg.batch_size) % len(feats)
-        batch = collate(feats[start:][: cfg.batch_size], pad, "right")
+        batch = model.collate(feats[start:][: cfg.batch_size], "right")
         if tokens is not None:
-            with model._autocast():
+            with model.autocast():
                 batch = with_image_tokens(base, batch, tokens[start:][: cfg.batch_size])
         loss = model(**batch).loss
         loss.backward()
@@ -172,63 +202,55 @@ def per_step(times: list[float]) -> float:
     return statistics.median(times[1:])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--toy", action="store_true", help="toy sizes (CPU, seconds) to test the script itself")
-    ap.add_argument("--ema-kernel", default="auto", choices=["auto", "torch", "triton"],
-                    help="AdaptiveEMA's kernel in the adaptive_ema training loop (default: auto)")
-    args = ap.parse_args()
-    if args.ema_kernel != "auto":
-        from mmcit.methods.adaptive_ema import AdaptiveEMAMethod
-
-        kwargs = AdaptiveEMAMethod.ema_kwargs
-        AdaptiveEMAMethod.ema_kwargs = lambda self: {**kwargs(self), "kernel": args.ema_kernel}
-    device = "cuda" if torch.cuda.is_available() and not args.toy else "cpu"
-    dtype = torch.bfloat16  # on CPU too, so that --toy goes through the same mixed-precision paths
-    s = sizes(args.toy)
-    t_start = time.perf_counter()
-    model = build(s, device, dtype)
-    trainable, total = model.num_parameters()
-    print(f"device {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}; {total / 1e6:.1f}M parameters, "
-          f"{trainable / 1e6:.1f}M trainable; built in {time.perf_counter() - t_start:.0f}s")
+def measure(model: MMModel, s: dict, args: argparse.Namespace, device: str, cached: bool) -> None:
+    """Steps 1-5 of the module docstring for one built model; ``cached``: the tower's output can be
+    cached (what ``train_stage`` does then, and the bare loop it is compared with)."""
     folder = Path(tempfile.mkdtemp())
     data = samples(s, folder, max(2 * s["eval_batch"], s["batch"] * 2), model.tokenizer)
-    feats = [model.encoder().encode_train(x) for x in data]
+    encoder = model.encoder()
+    feats = [encoder.encode_train(x) for x in data]
     tokens = sum(len(f["input_ids"]) for f in feats) / len(feats)
-    print(f"samples of {tokens:.0f} tokens (image {(s['image'] // s['patch']) ** 2})")
+    image_id = getattr(model.peft.get_base_model().config, "image_token_id", None)
+    print(f"samples of {tokens:.0f} tokens (image {feats[0]['input_ids'].count(image_id)})")
     cfg = TrainConfig(batch_size=s["batch"], lr=2e-4, projector_lr=2e-5, warmup_ratio=0.03)
 
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    from mmcit.models.tower_cache import tower_tokens
+    image_tokens = None
+    if cached:
+        from mmcit.models.tower_cache import tower_tokens
 
-    with model._autocast():
-        image_tokens = tower_tokens(model.peft.get_base_model(), torch.stack([f["pixel_values"] for f in feats]), 1)
+        with model.autocast():
+            image_tokens = tower_tokens(model.peft.get_base_model(), torch.stack([f["pixel_values"] for f in feats]), 1)
     n = s["steps"]
-    # Two rounds of the bare loop and mmcit's, interleaved, so that drift shows as a spread.
+    bare_name = "bare loop, cached tower tokens" if cached else "bare loop, tower each step"
+    # Rounds of the bare loop and mmcit's, interleaved, so that drift shows as a spread.
+    plan = ([("bare loop, tower each step", lambda: bare_loop(model, feats, cfg, n, device))] if cached else [])
+    plan += [(bare_name, lambda: bare_loop(model, feats, cfg, n, device, image_tokens)),
+             ("mmcit lora_ft", lambda: mmcit_loop(model, data, cfg, n, "lora_ft", device)),
+             ("mmcit adaptive_ema", lambda: mmcit_loop(model, data, cfg, n, "adaptive_ema", device)),
+             (bare_name, lambda: bare_loop(model, feats, cfg, n, device, image_tokens)),
+             ("mmcit lora_ft", lambda: mmcit_loop(model, data, cfg, n, "lora_ft", device))]
     runs: dict[str, list[float]] = {}
-    for name, fn in [("bare loop, tower each step", lambda: bare_loop(model, feats, cfg, n, device)),
-                     ("bare loop, cached tower tokens", lambda: bare_loop(model, feats, cfg, n, device, image_tokens)),
-                     ("mmcit lora_ft", lambda: mmcit_loop(model, data, cfg, n, "lora_ft", device)),
-                     ("mmcit adaptive_ema", lambda: mmcit_loop(model, data, cfg, n, "adaptive_ema", device)),
-                     ("bare loop, cached tower tokens", lambda: bare_loop(model, feats, cfg, n, device, image_tokens)),
-                     ("mmcit lora_ft", lambda: mmcit_loop(model, data, cfg, n, "lora_ft", device))]:
+    for name, fn in plan:
         runs.setdefault(name, []).append(per_step(fn()))
     for name, values in runs.items():
         print(f"  {name:32s} " + ", ".join(f"{v:.3f}" for v in values) + " s/step (median of each run)")
-    plain = statistics.mean(runs["bare loop, tower each step"])
-    bare = statistics.mean(runs["bare loop, cached tower tokens"])
+    bare = statistics.mean(runs[bare_name])
     hooks = statistics.mean(runs["mmcit lora_ft"])
     with_ema = statistics.mean(runs["mmcit adaptive_ema"])
+    extra = ""
+    if cached:
+        plain = statistics.mean(runs["bare loop, tower each step"])
+        extra = f" ({100 * (hooks / plain - 1):+.1f}% against the bare loop that runs the tower each step)"
     print(f"train step (batch {s['batch']}): mmcit lora_ft {hooks:.3f}s, hooks {100 * (hooks / bare - 1):+.1f}% "
-          f"against the bare loop on cached tower tokens ({100 * (hooks / plain - 1):+.1f}% against the bare loop "
-          f"that runs the tower each step); adaptive_ema {with_ema:.3f}s ({100 * (with_ema / hooks - 1):+.1f}% "
+          f"against the {bare_name}{extra}; adaptive_ema {with_ema:.3f}s ({100 * (with_ema / hooks - 1):+.1f}% "
           f"over lora_ft)")
     print(f"training throughput: {s['batch'] * tokens / hooks:.0f} tokens/s (mmcit loop)")
 
     from mmcit.ema import AdaptiveEMA
 
-    loss = model(**collate(feats[: s["batch"]], model.tokenizer.pad_token_id, "right")).loss
+    loss = model(**model.collate(feats[: s["batch"]], "right")).loss
     loss.backward()  # gradients present, as right after optimizer.step()
     for kernel in dict.fromkeys((args.ema_kernel, "torch")):
         ema = AdaptiveEMA(model.trainable_named_parameters(), kernel=kernel)
@@ -245,8 +267,14 @@ def main() -> None:
               f"training step")
         del ema
     model.peft.zero_grad(set_to_none=True)
+    check_reload(model, data, cfg, s, device)
+    evaluate(model, data, s, device)
+    if device == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 
-    # A second adapter, copied from the first, trained a few steps; then save and reload both.
+
+def check_reload(model: MMModel, data: list[Sample], cfg: TrainConfig, s: dict, device: str) -> None:
+    """A second adapter, copied from the first, trained a few steps; then save and reload both."""
     model.add_adapter("group_2", copy_from="default")
     mmcit_loop(model, data, cfg, s["steps"], "adaptive_ema", device)
     from mmcit.training.checkpoint import read_state, restore_adapters, save_checkpoint
@@ -264,14 +292,17 @@ def main() -> None:
     if not same:
         raise SystemExit("adapter reload mismatch")
 
-    # Batched generation: 16 new tokens after each prompt, batch 1 loop vs batch 32.
+
+def evaluate(model: MMModel, data: list[Sample], s: dict, device: str) -> None:
+    """Batched generation: ``new_tokens`` after each prompt, a batch-1 loop against batch ``eval_batch``."""
     model.eval()
-    prompts = [model.encoder().encode_prompt(x) for x in data[: s["eval_batch"]]]
+    encoder = model.encoder()
+    prompts = [encoder.encode_prompt(x) for x in data[: s["eval_batch"]]]
     pad = model.tokenizer.pad_token_id
 
     def generate(rows: list[dict]) -> None:
-        batch = model.to_device(collate(rows, pad, "left"))
-        with torch.no_grad(), model._autocast():
+        batch = model.to_device(model.collate(rows, "left"))
+        with torch.no_grad(), model.autocast():
             model.peft.generate(**batch, max_new_tokens=s["new_tokens"], min_new_tokens=s["new_tokens"],
                                 do_sample=False, pad_token_id=pad)
 
@@ -291,8 +322,39 @@ def main() -> None:
     many = len(prompts) / (time.perf_counter() - t0)
     print(f"evaluation ({s['new_tokens']} new tokens): batch 1 {one:.2f} samples/s, batch {len(prompts)} "
           f"{many:.2f} samples/s ({many / one:.1f}x)")
-    if device == "cuda":
-        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--toy", action="store_true", help="toy sizes (CPU) to test the script itself")
+    ap.add_argument("--only", choices=["llava", "qwen2_5_vl"], default=None, help="run one section (default: both)")
+    ap.add_argument("--ema-kernel", default="auto", choices=["auto", "torch", "triton"],
+                    help="AdaptiveEMA's kernel in the adaptive_ema training loop (default: auto)")
+    args = ap.parse_args()
+    if args.ema_kernel != "auto":
+        from mmcit.methods.adaptive_ema import AdaptiveEMAMethod
+
+        kwargs = AdaptiveEMAMethod.ema_kwargs
+        AdaptiveEMAMethod.ema_kwargs = lambda self: {**kwargs(self), "kernel": args.ema_kernel}
+    device = "cuda" if torch.cuda.is_available() and not args.toy else "cpu"
+    dtype = torch.bfloat16  # on CPU too, so that --toy goes through the same mixed-precision paths
+    t_start = time.perf_counter()
+    for section in [args.only] if args.only else ["llava", "qwen2_5_vl"]:
+        t0 = time.perf_counter()
+        if section == "llava":
+            s = sizes(args.toy)
+            model = build(s, device, dtype)
+        else:
+            s = qwen_sizes(args.toy)
+            model = build_qwen(s, args.toy, device, dtype)
+        trainable, total = model.num_parameters()
+        print(f"== {section}: device {torch.cuda.get_device_name(0) if device == 'cuda' else 'cpu'}; "
+              f"{total / 1e6:.1f}M parameters, {trainable / 1e6:.1f}M trainable; built in {time.perf_counter() - t0:.0f}s")
+        measure(model, s, args, device, cached=section == "llava")
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        print(f"{section} took {time.perf_counter() - t0:.0f}s")
     print(f"total {time.perf_counter() - t_start:.0f}s")
 
 

@@ -14,8 +14,10 @@ from typing import Callable
 import torch
 
 from mmcit.config import RunConfig
+from mmcit.data.preflight import preflight
 from mmcit.data.stream import StreamData, load_data
 from mmcit.errors import ConfigError
+from mmcit.evaluation.general import evaluate_general, retention
 from mmcit.evaluation.generate import evaluate_stage
 from mmcit.io import clean_temp_files
 from mmcit.methods.base import Method, RunContext, Stage, build_method
@@ -48,6 +50,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     joined, log, progress = _start(cfg, log, progress)
     with dist.main_first():  # rank 0 generates the data first; the others read it from the cache
         data = load_data(cfg.data, cfg.data.cache_path(), log)
+    checks = preflight(data, cfg.data, cfg.eval.scoring_mode, log)  # bad images, unscorable tests: refused here
     run_dir, changes = prepare_run_dir(cfg, resume=resume)
     if resume and dist.is_main():
         for path in clean_temp_files(run_dir):  # left by a killed writer; never real files
@@ -57,9 +60,11 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     method.setup(model, RunContext(run_dir=run_dir, task_names=[t.name for t in data.tasks], seed=cfg.seed))
     stages = method.plan(data.tasks)
     point = resume_point(cfg, run_dir, model, method, stages, changes, log) if resume else ResumePoint()
-    record = RunRecord(cfg, [t.name for t in data.tasks], stages, method, point, started, model)
+    record = RunRecord(cfg, [t.name for t in data.tasks], stages, method, point, started, checks.record(), model)
     if changes and record.matrix and dist.is_main():  # record the change now, not only after a stage
         record.write(run_dir)
+    # General-skill sets on the base model (read back when resuming), then again after the stream.
+    base = evaluate_general(model, None, cfg.eval, run_dir, "base", cfg.data.cache_path()) if cfg.eval.general else {}
     for stage in stages[point.done:]:
         log(f"[{cfg.name}] stage {stage.index + 1}/{len(stages)}: {stage.name}")
         method.before_stage(stage, model)
@@ -76,6 +81,11 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
             # after evaluation (routing counts), and a complete checkpoint NN always has its row.
             save_checkpoint(run_dir, stage.index, stage.name, model, method, extra={"elapsed_seconds": record.elapsed()})
             remove_step_checkpoints(run_dir, only_index=stage.index)  # superseded by the stage checkpoint
+    if cfg.eval.general:
+        final = evaluate_general(model, method, cfg.eval, run_dir, "final", cfg.data.cache_path())
+        record.set_general({"base": base, "final": final, "retention": retention(base, final)})
+        if dist.is_main():
+            record.write(run_dir)
     if dist.is_main():
         write_run_report(run_dir, record.results)
     if joined:
@@ -108,10 +118,13 @@ def _model(cfg: RunConfig, data: StreamData, log: Callable[[str], None], progres
 
 
 def stage_train_config(cfg: RunConfig, stage: Stage) -> TrainConfig:
-    """The training settings of one stage: its task's global batch from train.task_batch_size."""
-    if len(stage.train) == 1 and stage.train[0].name in cfg.train.task_batch_size:
-        return replace(cfg.train, batch_size=cfg.train.task_batch_size[stage.train[0].name])
-    return cfg.train
+    """The training settings of one stage: its task's global batch and epochs from
+    train.task_batch_size and train.task_epochs."""
+    if len(stage.train) != 1:
+        return cfg.train
+    name = stage.train[0].name
+    changes = {"batch_size": cfg.train.task_batch_size.get(name), "epochs": cfg.train.task_epochs.get(name)}
+    return replace(cfg.train, **{k: v for k, v in changes.items() if v is not None})
 
 
 def _train(cfg: RunConfig, run_dir: Path, model: MMModel, method: Method, stage: Stage, point: ResumePoint,

@@ -267,7 +267,7 @@ def test_chat_templates_split_into_context_and_target(ckpt):
 def test_backend_config_errors_are_one_line(tmp_path, cache_dir, ckpt):
     from mmcit.data.stream import load_data
 
-    with pytest.raises(ConfigError, match="model.type: unknown backend 'llava2'; registered: composed, hf_llava, tiny_llava"):
+    with pytest.raises(ConfigError, match="model.type: unknown backend 'llava2'; registered: composed, hf_llava, hf_vlm, tiny_llava"):
         load_config(None, ["model.type=llava2"])
     with pytest.raises(ConfigError, match="model.path is required"):
         load_config(None, ["model.type=hf_llava"])

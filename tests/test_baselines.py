@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import mmcit.training.loop as loop
-from mmcit.data.collate import IGNORE_INDEX, collate
+from mmcit.data.collate import IGNORE_INDEX
 from mmcit.data.sample import Sample, TaskData
 from mmcit.methods.base import RunContext, Stage, build_method
 from mmcit.methods.ewc import EWCConfig, add_squared_gradients, all_reduce_mean, ewc_penalty
@@ -289,7 +289,7 @@ def tiny(tmp_path_factory, cache_dir):
     data = load_data(cfg.data, cache_dir, lambda m: None)
     model = build_model(cfg, data, cache_dir, lambda m: None, progress=False)
     enc = model.encoder()
-    batch = collate([enc.encode_train(s) for s in data.tasks[1].train[:2]], model.tokenizer.pad_token_id, "right")
+    batch = model.collate([enc.encode_train(s) for s in data.tasks[1].train[:2]], "right")
     return model, data, batch
 
 

@@ -146,10 +146,17 @@ def test_missing_image_names_file_and_record(tmp_path):
     assert len(td.train) == 2
 
 
-def test_unreadable_image_with_verify(tmp_path):
+def test_unreadable_images_header_and_verify(tmp_path):
     instr, images, path = make_tree(tmp_path, "GQA", "train", [train_rec("d/bad.png")])
     (images / "d" / "bad.png").write_bytes(b"not a png")
-    load_task(instr, images, "original", "GQA", splits=("train",))  # exists: fine without verify
+    expect_error(instr, images, "GQA", "train", str(path), "record 0", "cannot be read", "UnidentifiedImageError")
+    (images / "d" / "bad.png").write_bytes(b"")  # a 0-byte file
+    expect_error(instr, images, "GQA", "train", str(path), "record 0", "d/bad.png", "cannot be read")
+    # A truncated body has a good header: only the full decode of verify_images finds it.
+    Image.effect_noise((64, 64), 50).convert("RGB").save(images / "d" / "bad.png")
+    data = (images / "d" / "bad.png").read_bytes()
+    (images / "d" / "bad.png").write_bytes(data[: len(data) // 2])
+    assert len(load_task(instr, images, "original", "GQA", splits=("train",)).train) == 1
     expect_error(instr, images, "GQA", "train", str(path), "record 0", "cannot be read", verify_images=True)
 
 
@@ -170,7 +177,7 @@ def test_missing_file(tmp_path):
 
 @pytest.mark.parametrize("bad", [
     {"id": 1, "image": "d/a.png"},                                            # no conversations
-    {"id": 1, "conversations": train_rec()["conversations"]},                 # no image
+    train_rec(image=5),                                                       # image not a string
     train_rec(conversations=[{"from": "gpt", "value": "x"}, {"from": "human", "value": "q"}]),
     train_rec(conversations=[{"from": "human", "value": "<image>\nq"}]),     # no gpt turn
     train_rec(conversations=[{"from": "human", "value": 3}, {"from": "gpt", "value": "x"}]),
@@ -215,3 +222,71 @@ def test_unknown_task_needs_scorer(tmp_path):
         load_task(instr, images, "original", "MyTask", splits=("train",))
     td = load_task(instr, images, "original", "MyTask", splits=("train",), scorer="exact")
     assert td.scorer == "exact" and len(td.train) == 1
+
+
+# ---- what real trees have: text-only records, ScienceQA's problems.json, TextVQA's answers -----
+
+def test_text_only_records(tmp_path):
+    text_only = {"id": 2, "conversations": [{"from": "human", "value": "Which is a mammal?\nAnswer briefly."},
+                                            {"from": "gpt", "value": "cat"}]}
+    instr, images, _ = make_tree(tmp_path, "VQAv2", "train", [train_rec(), text_only, dict(text_only, image=None)])
+    a, b, c = load_task(instr, images, "original", "VQAv2", splits=("train",), verify_images=True).train
+    assert a.image == images / "d" / "a.png" and b.image is None and c.image is None
+    assert b.turns == [("Which is a mammal?\nAnswer briefly.", "cat")] and b.instruction == "Answer briefly."
+    test = [{"question_id": 7, "text": "Which is a mammal?\nAnswer briefly.", "answer": "cat"}]
+    instr, images, _ = make_tree(tmp_path / "t", "VQAv2", "test", test)
+    (s,) = load_task(instr, images, "original", "VQAv2", splits=("test",)).test
+    assert s.image is None and s.answer == "cat"
+
+
+SQA_TEXT = "Which shape is it?\nOptions: A. square B. triangle C. circle\nAnswer with the option's letter."
+
+
+def sqa_tree(tmp_path, records, problems=None):
+    instr, images, path = make_tree(tmp_path, "ScienceQA", "test", records)
+    if problems is not None:
+        (images / "ScienceQA").mkdir()
+        (images / "ScienceQA" / "problems.json").write_text(json.dumps(problems))
+    return instr, images, path
+
+
+def test_scienceqa_choices_from_problems_json_else_from_the_prompt(tmp_path):
+    recs = [{"question_id": "11", "text": SQA_TEXT, "answer": "C"},                  # in problems.json: 4 choices
+            {"question_id": "12", "image": "d/a.png", "text": SQA_TEXT, "answer": "B"},  # not in it: prompt's 3
+            {"question_id": "13", "text": "Q?\n(A) yes (B) no\nAnswer.", "answer": "B"}]
+    problems = {"11": {"choices": ["a", "b", "c", "d"], "answer": 2}, "99": {"choices": ["x"], "answer": 0}}
+    instr, images, _ = sqa_tree(tmp_path, recs, problems)
+    test = load_task(instr, images, "original", "ScienceQA", splits=("test",)).test
+    assert [s.meta["num_choices"] for s in test] == [4, 3, 2]
+    instr, images, _ = sqa_tree(tmp_path / "no-problems", recs)
+    assert [s.meta["num_choices"] for s in load_task(instr, images, "original", "ScienceQA", splits=("test",)).test] \
+        == [3, 3, 2]
+
+
+@pytest.mark.parametrize("record, problems, needles", [
+    ({"text": "Which shape?\nAnswer with the letter.", "answer": "A"}, None, ["cannot tell the number of choices",
+                                                                              "no problems.json"]),
+    ({"text": "Which shape?\nAnswer.", "answer": "A"}, {"5": {"choices": ["x", "y"], "answer": 0}},
+     ["'1' not in problems.json"]),
+    ({"text": SQA_TEXT, "answer": "D"}, None, ["'D' is not one of the 3 option letters A, B, C"]),
+    ({"text": SQA_TEXT, "answer": "square"}, None, ["is not one of the 3 option letters"]),
+    ({"text": SQA_TEXT, "answer": "A"}, {"1": {"choices": ["x", "y"], "answer": 1}}, ["disagrees with problems.json",
+                                                                                      "problem '1': B"]),
+    ({"text": SQA_TEXT, "answer": "A"}, {"1": {"choices": ["x", "y"], "answer": 2}}, ["no valid 'choices'"]),
+])
+def test_scienceqa_records_that_could_not_be_scored(tmp_path, record, problems, needles):
+    instr, images, path = sqa_tree(tmp_path, [{"question_id": 1, **record}], problems)
+    expect_error(instr, images, "ScienceQA", "test", str(path), "record 0", *needles)
+
+
+def test_textvqa_answers_per_question(tmp_path):
+    recs = [{"question_id": q, "image": "d/a.png", "text": "What does it say?\nAnswer briefly.", "answer": "stop"}
+            for q in (1, 2)]
+    instr, images, path = make_tree(tmp_path, "TextVQA", "test", recs)
+    (images / "TextVQA").mkdir()
+    golds = images / "TextVQA" / "TextVQA_0.5.1_val.json"
+    golds.write_text(json.dumps({"data": [{"question_id": 1, "answers": ["stop"] * 10}]}))
+    a, b = load_task(instr, images, "original", "TextVQA", splits=("test",)).test
+    assert a.answers == ["stop"] * 10 and b.answers is None  # id 2 not in the file: the scorer's mode decides
+    golds.write_text(json.dumps({"data": [{"question_id": 2, "answers": ["stop"] * 9}]}))
+    expect_error(instr, images, "TextVQA", "test", str(path), "record 1", "has 9 answers for question_id 2")

@@ -103,12 +103,17 @@ def test_many_missing_images_are_counted_and_abbreviated(tree, capsys):
     assert "8 record(s) with a missing image (8 distinct)" in out and "... and 3 more" in out
 
 
-def test_verify_images_finds_unreadable(tree, capsys):
+def test_unreadable_images_found_by_header_and_by_verify(tree, capsys):
     instr, images = tree
-    (images / "GQA" / "test" / "00001.png").write_bytes(b"not a png")
-    assert run_check(capsys, *roots(instr, images), "--tasks", "GQA")[0] == 0  # exists: fine
-    code, out = run_check(capsys, *roots(instr, images), "--tasks", "GQA", "--verify-images")
+    (images / "GQA" / "test" / "00001.png").write_bytes(b"")  # 0 bytes: the header check finds it
+    code, out = run_check(capsys, *roots(instr, images), "--tasks", "GQA")
     assert code == 1 and "1 record(s) with an unreadable image: GQA/test/00001.png" in out
+    png = images / "GQA" / "test" / "00002.png"
+    png.write_bytes(png.read_bytes()[:60])  # header intact, pixels cut: only a full decode finds it
+    code, out = run_check(capsys, *roots(instr, images), "--tasks", "GQA")
+    assert code == 1 and "1 record(s) with an unreadable image: GQA/test/00001.png" in out
+    code, out = run_check(capsys, *roots(instr, images), "--tasks", "GQA", "--verify-images")
+    assert code == 1 and "2 record(s) with an unreadable image: GQA/test/00001.png, GQA/test/00002.png" in out
 
 
 def test_json_output(tree, capsys):
@@ -204,3 +209,53 @@ def test_skip_missing_images_does_not_hide_other_problems(tree):
         load_task(instr, images, "original", "GQA", skip_missing_images=True, skipped={})
     with pytest.raises(ValueError, match="check_images"):
         load_task(instr, images, "original", "GQA", skip_missing_images=True, check_images=False)
+
+
+def test_skip_bad_images_and_the_parse_cache_keeping_image_problems_until_fixed(tree, tmp_path, monkeypatch):
+    from data_recipes import coin
+
+    instr, images = tree
+    (images / "GQA" / "train" / "00003.png").write_bytes(b"")
+    (images / "GQA" / "train" / "00005.png").unlink()
+    bad = images / "GQA" / "test" / "00001.png"
+    good = bad.read_bytes()
+    bad.write_bytes(b"")
+    skipped: dict[str, dict[str, int]] = {}
+    dropped: list[DataError] = []
+    gqa = load_task(instr, images, "original", "GQA", skip_bad_images=True, skipped=skipped, dropped=dropped)
+    assert skipped == {"GQA": {"train": 2, "test": 1}} and (len(gqa.train), len(gqa.test)) == (38, 2)
+    assert [(e.kind, e.index, e.image) for e in dropped] == [
+        ("unreadable_image", 3, "GQA/train/00003.png"), ("missing_image", 5, "GQA/train/00005.png"),
+        ("unreadable_image", 1, "GQA/test/00001.png")]
+    cache = tmp_path / "arrow"
+
+    def read() -> tuple[int, list[DataError]]:
+        dropped: list[DataError] = []
+        td = coin.load_task(instr, images, "original", "GQA", splits=("test",), cache_dir=cache,
+                            skip_bad_images=True, skipped={}, dropped=dropped)
+        return len(td.test), dropped
+
+    n, first = read()
+    assert n == 2 and [e.image for e in first] == ["GQA/test/00001.png"]
+    probed: list[int] = []
+    probe = coin.probe_images
+    monkeypatch.setattr(coin, "probe_images", lambda paths, **kw: probed.append(len(paths)) or probe(paths, **kw))
+    n, again = read()  # a hit: the samples from Arrow, only the bad image looked at again
+    assert n == 2 and [str(e) for e in again] == [str(e) for e in first] and probed == [1]
+    with pytest.raises(DataError, match="record 1: image 'GQA/test/00001.png' cannot be read"):
+        coin.load_task(instr, images, "original", "GQA", splits=("test",), cache_dir=cache)
+    bad.write_bytes(good)  # fixed: the entry is parsed again
+    probed.clear()
+    assert read() == (3, []) and probed == [1, 3]
+
+
+def test_notes_for_absent_gold_files_and_text_only_records_pass(tmp_path, capsys):
+    generate(tmp_path, seed=0, scale=0.05, tasks=["ScienceQA", "TextVQA"])
+    instr, images = tmp_path / "instructions", tmp_path / "images"
+    (images / "TextVQA" / "TextVQA_0.5.1_val.json").unlink()
+    edit(task_file(instr, "ScienceQA", "train"), lambda recs: recs[0].pop("image"))
+    code, out = run_check(capsys, *roots(instr, images), "--tasks", "ScienceQA,TextVQA", "--verify-images")
+    assert code == 0 and "no problems: 66 records in 4 file(s)" in out
+    problems = images / "ScienceQA" / "problems.json"
+    assert f"note: ScienceQA: {problems} not found; the number of choices is counted" in out
+    assert "note: TextVQA test: 3 of 3 test sample(s): no ten gold answers" in out

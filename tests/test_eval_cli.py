@@ -94,6 +94,43 @@ def test_imagenet_empty_prediction_reference_vs_default(roots, tmp_path, capsys)
     assert (default["accuracy"], default["mode"]) == (50.0, "default")
 
 
+def test_answers_of_another_tool_score_as_the_original_evaluators_in_reference_mode(roots, tmp_path, capsys):
+    # Another tool's answers keep whitespace: reference reads them as written ("cat " is not "cat").
+    ans = write_answers(tmp_path / "g.jsonl", [(1, "cat "), (2, "dog"), (3, "red\n"), (4, " two")])
+    ref = json.loads(run(capsys, *answers_args(roots, ans, "GQA", "--mode", "reference", "--json"))[1])
+    default = json.loads(run(capsys, *answers_args(roots, ans, "GQA", "--json"))[1])
+    assert (ref["accuracy"], default["accuracy"]) == (25.0, 100.0)
+    # Grounding: the reference cuts the last character; a trailing newline is what it cuts.
+    path = roots[0] / "Instructions" / "Grounding" / "test.json"
+    path.parent.mkdir(parents=True)
+    box = "[0.2, 0.2, 0.6, 0.6]"
+    path.write_text(json.dumps([{"question_id": q, "image": "g.png", "text": "Locate it: the dog", "answer": box,
+                                 "answer_bbox": box, "size": [100, 80]} for q in (1, 2, 3)]))
+    ans = write_answers(tmp_path / "b.jsonl", [(1, box + "\n"), (2, box), (3, " " + box)])
+    ref = json.loads(run(capsys, *answers_args(roots, ans, "Grounding", "--mode", "reference", "--json"))[1])
+    default = json.loads(run(capsys, *answers_args(roots, ans, "Grounding", "--json"))[1])
+    assert ref["accuracy"] == pytest.approx(100 / 3) and default["accuracy"] == 100.0
+
+
+def test_textvqa_without_its_ten_answers(roots, tmp_path, capsys):
+    write_test(roots[0], "TextVQA", {1: "stop", 2: "exit"})
+    ans = write_answers(tmp_path / "t.jsonl", [(1, "stop"), (2, "enter")])
+    with pytest.raises(DataError) as info:
+        run(capsys, *answers_args(roots, ans, "TextVQA", "--mode", "reference"))
+    assert str(info.value).startswith("TextVQA: 2 of 2 test sample(s) cannot be scored in reference mode; first: "
+                                      "TextVQA sample '1': no ten gold answers")
+    assert "\n" not in str(info.value)
+    code, out = run(capsys, *answers_args(roots, ans, "TextVQA"))
+    assert code == 0 and "accuracy 50.00" in out
+    assert "  warning: 2 of 2 test sample(s): no ten gold answers" in out
+    (roots[1] / "TextVQA").mkdir()
+    (roots[1] / "TextVQA" / "TextVQA_0.5.1_val.json").write_text(json.dumps(
+        {"data": [{"question_id": 1, "answers": ["stop"] * 2 + ["halt"] * 8},
+                  {"question_id": 2, "answers": ["exit"] * 10}]}))
+    result = json.loads(run(capsys, *answers_args(roots, ans, "TextVQA", "--mode", "reference", "--json"))[1])
+    assert result["accuracy"] == pytest.approx(30.0) and result["warnings"] == []  # (0.6 + 0) / 2
+
+
 @pytest.mark.parametrize("lines, needle", [
     ('{"question_id": 1, "text": "a"}\n{"question_id": 1, "text": "b"}\n', "line 2: question_id 1 already answered on line 1"),
     ('{"question_id": 1, "text": "a"}\n{"question_id": 2,\n', "line 2: invalid JSON"),

@@ -1,4 +1,8 @@
-"""``mmcit data check``: validate a data tree (instruction files + images) before any training."""
+"""``mmcit data check``: validate a data tree (instruction files + images) before any training.
+
+Every image's header is opened (in parallel threads); ``--verify-images`` decodes every pixel. The
+test samples are also run through their scorer: what it cannot score is a problem, what default
+mode scores with a fallback (TextVQA without its ten answers) a note."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +11,8 @@ from pathlib import Path
 
 from mmcit.cli.format import format_table
 from mmcit.data.check import SHOW_FIRST, CheckReport, first_distinct, check_tree, layout_reader, parse_tasks
+from mmcit.data.suites import find_suite
+from mmcit.errors import DataError
 
 
 def format_report(report: CheckReport) -> str:
@@ -58,16 +64,28 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instruction variant folder or alias (original, diverse, 10type, heldout)")
     parser.add_argument("--tasks", default=None, help="comma-separated tasks (default: all of the layout's)")
     parser.add_argument("--layout", default="coin", help="the reader of the tree's layout (default: coin)")
+    parser.add_argument("--suite", default=None,
+                        help="check a suite's tasks, each with its reader and files (mmcit ls suites, or a YAML)")
     parser.add_argument("--verify-images", action="store_true",
-                        help="also open every image with PIL (slower; finds truncated files)")
+                        help="decode every image in full, not only its header (slower; also finds files "
+                             "whose pixels are truncated)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Run the check; 0 if the tree has no problem, 1 otherwise (user errors raise DataError)."""
-    tasks = parse_tasks(args.tasks, layout_reader(args.layout))
-    report = check_tree(args.instruction_root, args.image_root, args.variant, tasks,
-                        verify_images=args.verify_images, layout=args.layout)
+    suite = find_suite(args.suite) if args.suite else None
+    if suite is None:
+        tasks = parse_tasks(args.tasks, layout_reader(args.layout))
+    else:
+        tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()] or suite.task_names
+        unknown = [t for t in tasks if t not in suite.task_names]
+        if unknown:
+            raise DataError(f"unknown task(s) {', '.join(unknown)}; the {suite.name} tasks are "
+                            f"{', '.join(suite.task_names)}")
+    variant = args.variant if suite is None or args.variant != "Instructions" else suite.variant
+    report = check_tree(args.instruction_root, args.image_root, variant, tasks,
+                        verify_images=args.verify_images, layout=args.layout, suite=suite)
     if args.json:
         print(json.dumps({"instruction_root": str(report.instruction_root),
                           "image_root": str(report.image_root), "variant": report.variant,

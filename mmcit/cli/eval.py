@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from mmcit.cli.format import format_table
-from mmcit.data.check import layout_reader
 from mmcit.evaluation.answers import AnswerScore, load_test_set, read_answers, score_answers
 from mmcit.evaluation.scoring import MODES
-from mmcit.evaluation.suites import SuiteResult, load_suite, score_suite
+from mmcit.evaluation.suites import SuiteResult, find_suite, load_suite, score_suite  # noqa: F401 (load_suite: API)
 
 def format_answer_score(r: AnswerScore) -> str:
     """A few readable lines for ``mmcit eval answers``."""
@@ -29,6 +28,7 @@ def format_answer_score(r: AnswerScore) -> str:
         lines.append(f"  unanswered, first: {', '.join(r.missing_ids)}")
     if r.unknown:
         lines.append(f"  unknown ids, first: {', '.join(r.unknown_ids)}")
+    lines += [f"  warning: {w}" for w in r.warnings]
     return "\n".join(lines)
 
 
@@ -38,6 +38,7 @@ def add_answers_arguments(parser: argparse.ArgumentParser) -> None:
     _add_data_arguments(parser)
     parser.add_argument("--task", required=True, help="task name (e.g. GQA)")
     parser.add_argument("--layout", default="coin", help="the reader of the tree's layout (default: coin)")
+    parser.add_argument("--suite", default=None, help="read and score the task as this suite does (a name or YAML)")
     parser.add_argument("--variant", default="Instructions", help="instruction variant folder or alias")
     parser.add_argument("--mode", choices=MODES, default="default",
                         help="default (plain bugs fixed) or reference (the original scripts' results)")
@@ -54,7 +55,14 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_answers(args: argparse.Namespace) -> int:
     """Score one answer file; 0 on success (problems with the files raise DataError)."""
     answers = read_answers(args.answers)
-    task = load_test_set(args.instruction_root, args.image_root, args.variant, args.task, args.layout)
+    if args.suite:
+        suite = find_suite(args.suite)
+        variant = suite.variant if args.variant == "Instructions" else args.variant
+        task = suite.reader_for(args.task).load_task(args.instruction_root, args.image_root, variant, args.task,
+                                                     splits=("test",), check_images=False)
+        task.scorer = suite.scorer_for(args.task)
+    else:
+        task = load_test_set(args.instruction_root, args.image_root, args.variant, args.task, args.layout)
     result = score_answers(answers, task, args.mode, str(args.answers))
     print(json.dumps(asdict(result), indent=2) if args.json else format_answer_score(result))
     return 0
@@ -70,7 +78,7 @@ def format_suite(r: SuiteResult) -> str:
             x = by_task[task]
             rows.append([task, x.scorer, x.questions, x.answered, x.missing, x.unknown, f"{x.accuracy:.2f}"])
         else:
-            rows.append([task, layout_reader(r.layout).task_scorers[task], None, None, None, None, "no answer file"])
+            rows.append([task, r.scorers.get(task, ""), None, None, None, None, "no answer file"])
     out = [f"suite {r.suite} (mode {r.mode})", "",
            format_table(["task", "scorer", "questions", "answered", "unanswered", "unknown ids", "accuracy"],
                         rows), ""]
@@ -81,12 +89,13 @@ def format_suite(r: SuiteResult) -> str:
         out.append(f"no task scored: none of the {n} answer file(s) exists")
     for task, path in r.absent:
         out.append(f"missing answer file for {task}: {path}")
+    out += [f"warning: {x.task}: {w}" for x in r.results for w in x.warnings]
     return "\n".join(out)
 
 
 def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``mmcit eval suite``."""
-    parser.add_argument("suite", type=Path, help="suite YAML, e.g. eval/coin.yaml")
+    parser.add_argument("suite", help="a suite's name (mmcit ls suites) or YAML file, e.g. eval/coin.yaml")
     parser.add_argument("--answers-dir", required=True, type=Path,
                         help="folder with the answer files the suite names (e.g. a run's last "
                              "answers/NN_<stage> folder)")
@@ -98,7 +107,7 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_suite(args: argparse.Namespace) -> int:
     """Score a suite; 0 when every task had an answer file, 1 when some were missing."""
-    suite = load_suite(args.suite)
+    suite = find_suite(args.suite)
     if args.variant is not None:
         suite.variant = args.variant
     if args.mode is not None:

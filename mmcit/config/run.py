@@ -43,10 +43,11 @@ class RunConfig:
 
     def validate(self) -> None:
         """Checks across blocks (each block has checked its own values first)."""
-        unknown = sorted(set(self.train.task_batch_size) - set(self.data.tasks))
-        if unknown:
-            raise ConfigError(f"train.task_batch_size: {', '.join(unknown)} not in data.tasks "
-                              f"({', '.join(self.data.tasks)})")
+        for key in ("task_batch_size", "task_epochs"):
+            unknown = sorted(set(getattr(self.train, key)) - set(self.data.tasks))
+            if unknown:
+                raise ConfigError(f"train.{key}: {', '.join(unknown)} not in data.tasks "
+                                  f"({', '.join(self.data.tasks)})")
         self.method.validate_run(self)  # a method's options that depend on other blocks
 
 

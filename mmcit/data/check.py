@@ -3,21 +3,67 @@
 The check reads each task and split with the layout's reader in its collecting mode (``errors=[]``),
 so one pass reports every problem of the tree, not only the first: missing files, unreadable or
 malformed files, malformed records (file + record index), missing images (count and the first few
-paths) and, with ``verify_images``, images that cannot be decoded. ``mmcit data check`` prints the
+paths), images whose header cannot be read (every image is opened: format and size) and, with
+``verify_images``, images whose pixels cannot be decoded. The test samples are also run through
+their scorer (``mmcit.evaluation.scoring.check_samples``): a sample it cannot score is a problem, one
+it scores with a fallback (TextVQA without its ten answers) a note. ``mmcit data check`` prints the
 report (``mmcit/cli/data.py``).
+
+``probe_images`` is the image check itself, shared with the readers: each image is opened in one of
+``PROBE_THREADS`` threads.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+from PIL import Image
 
 from mmcit.data.readers import READERS, LayoutReader
 from mmcit.errors import ConfigError, DataError
+from mmcit.evaluation.scoring import check_samples, sample_problem
+
+if TYPE_CHECKING:
+    from mmcit.data.suites import Suite
 
 SPLITS: tuple[str, ...] = ("train", "test")
 #: How many example paths / record errors are printed per file; the counts are always complete.
 SHOW_FIRST = 5
+#: Images opened at once. Reading a header is mostly waiting for the file system, and PIL's decoders
+#: release the GIL, so threads overlap well even on few cores (and far better on network storage).
+PROBE_THREADS = 16
+
+
+def probe_image(path: Path, decode: bool = False) -> tuple[str, str] | None:
+    """None if ``path`` is a usable image, else ``(kind, reason)`` with kind ``missing_image`` or
+    ``unreadable_image``.
+
+    Without ``decode`` only the header is read (PIL identifies the format and reads the size: finds
+    empty, non-image and header-damaged files, and decompression bombs); with it every pixel is
+    decoded too (also finds a truncated body, at the cost of a full decode).
+    """
+    try:
+        with Image.open(path) as im:
+            if decode:
+                im.load()
+            if im.width < 1 or im.height < 1:
+                return "unreadable_image", f"{im.format} image of size {im.size}"
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):  # no stat of its own: one syscall less
+        return "missing_image", "not found"
+    except Exception as e:  # PIL raises many types for broken files
+        return "unreadable_image", f"{type(e).__name__}: {e}"
+    return None
+
+
+def probe_images(paths: Sequence[Path], decode: bool = False,
+                 threads: int = PROBE_THREADS) -> list[tuple[str, str] | None]:
+    """``probe_image`` for each path, in order, ``threads`` at a time."""
+    if len(paths) < 2 or threads < 2:
+        return [probe_image(p, decode) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(threads, len(paths))) as pool:
+        return list(pool.map(lambda p: probe_image(p, decode), paths))
 
 
 @dataclass
@@ -110,11 +156,13 @@ def parse_tasks(text: str | None, reader: LayoutReader) -> list[str]:
 
 def check_tree(instruction_root: Path | str, image_root: Path | str, variant: str = "Instructions",
                tasks: Sequence[str] | None = None, *, verify_images: bool = False,
-               splits: Sequence[str] = SPLITS, layout: str = "coin") -> CheckReport:
-    """Check every task and split of a tree in ``layout`` (a registered ``LayoutReader``) and collect
-    all problems (never raises for a problem inside the tree; raises ``DataError`` if the roots
-    themselves are not folders)."""
-    reader = layout_reader(layout)
+               splits: Sequence[str] = SPLITS, layout: str = "coin", suite: "Suite | None" = None) -> CheckReport:
+    """Check every task and split of a tree in ``layout`` (a registered ``LayoutReader``), or of a
+    suite's tasks each with its own reader, and collect all problems (never raises for a problem
+    inside the tree; raises ``DataError`` if the roots themselves are not folders)."""
+    reader = layout_reader(suite.layout if suite is not None else layout)
+    if suite is not None and tasks is None:
+        tasks = suite.task_names
     instruction_root, image_root = Path(instruction_root), Path(image_root)
     variant_root = instruction_root / reader.variant_dir(variant)
     # Wrong roots are a usage mistake, not a data problem: one clear error beats a table of
@@ -125,12 +173,13 @@ def check_tree(instruction_root: Path | str, image_root: Path | str, variant: st
         raise DataError(f"image root not found: {image_root}")
     report = CheckReport(instruction_root, image_root, variant, [], variant_root=variant_root)
     for task in tasks if tasks is not None else reader.task_names:
+        if suite is not None:
+            reader = suite.reader_for(task)
         for split in splits:
             errors: list[DataError] = []
             data = reader.load_task(instruction_root, image_root, variant, task, splits=(split,),
                                     verify_images=verify_images, errors=errors)
-            check = SplitCheck(task, split, variant_root / task / f"{split}.json",
-                               ok=len(getattr(data, split)))
+            check = SplitCheck(task, split, reader.split_path(instruction_root, variant, task, split))
             for e in errors:
                 if e.kind in ("missing_file", "bad_file") and e.index is None and check.file_error is None:
                     check.file_error = e
@@ -140,11 +189,30 @@ def check_tree(instruction_root: Path | str, image_root: Path | str, variant: st
                     check.unreadable_images.append(e.image or "?")
                 else:
                     check.malformed.append(e)
+            samples = getattr(data, split)
+            check.ok = len(samples)
+            if split == "test" and samples:
+                scorer = suite.scorer_for(task) if suite is not None else data.scorer
+                check.ok -= _check_scoring(check, scorer, samples, report)
             report.splits.append(check)
         report.notes += reader.notes(image_root, task, splits)
     return report
 
 
+def _check_scoring(check: SplitCheck, scorer: str, samples: list, report: CheckReport) -> int:
+    """Run the scorer over the test samples (``check_samples``, default mode); a sample it cannot
+    score becomes a malformed record, a fallback a note. Returns the number refused."""
+    refused = 0
+    for sample in samples:
+        problem = sample_problem(scorer, sample)
+        if problem is not None:
+            refused += 1
+            check.malformed.append(DataError(f"{check.path}, question_id {sample.id}: cannot be scored: {problem}",
+                                             path=check.path))
+    _, warning = check_samples(scorer, samples)
+    if warning is not None:
+        report.notes.append(f"{check.task} {check.split}: {warning}")
+    return refused
 
 
 def layout_reader(name: str) -> LayoutReader:

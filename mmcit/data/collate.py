@@ -4,6 +4,11 @@ Each sample is encoded once per task (images decoded and normalised, text tokeni
 expanded by the LLaVA processor to the vision tower's real token count); batches then only pad and
 stack. Training batches are right-padded; generation batches are left-padded, because a decoder
 continues every row from its last position.
+
+A text-only sample (``Sample.image`` None) has no ``<image>`` tag and no pixels
+(``pixel_values`` None); a batch stacks the pixels of its rows that have an image, in row order, which
+is the order in which LLaVA-style forwards fill the image tokens of the batch. A batch without any
+image has no ``pixel_values``.
 """
 from __future__ import annotations
 
@@ -14,14 +19,24 @@ from PIL import Image
 
 from mmcit.data.sample import Sample
 from mmcit.data.templates import ChatTemplate, Template
+from mmcit.errors import DataError
 
 IGNORE_INDEX = -100
 
 
 def load_image(sample: Sample, pad_color: tuple[int, int, int] | None = None) -> Image.Image:
-    """The sample's image in RGB; with ``pad_color``, padded to a centred square of that colour."""
-    with Image.open(sample.image) as im:
-        image = im.convert("RGB")
+    """The sample's image in RGB; with ``pad_color``, padded to a centred square of that colour.
+
+    An image that cannot be decoded raises ``DataError`` naming it (one line, exit 2): the reader
+    checked its header, but only a full decode (``mmcit data check --verify-images``) finds a
+    truncated body."""
+    try:
+        with Image.open(sample.image) as im:
+            image = im.convert("RGB")
+    except Exception as e:  # PIL raises many types for broken files
+        raise DataError(f"{sample.task} sample {sample.id}: image {sample.image} cannot be decoded "
+                        f"({type(e).__name__}: {e}); `mmcit data check --verify-images` finds every such image",
+                        kind="unreadable_image", image=str(sample.image)) from e
     if pad_color is None or image.width == image.height:
         return image
     side = max(image.size)
@@ -75,10 +90,15 @@ class Encoder:
         self._last_pixels = (key, pixels)
         return pixels
 
+    def _pieces(self, turns: list[tuple[str, str]], image: Image.Image | None) -> list[tuple[str, str]]:
+        if image is None:  # only then: a template written before text-only samples keeps working
+            return self.template.pieces(turns, self.tok.bos_token, self.tok.eos_token, image=False)
+        return self.template.pieces(turns, self.tok.bos_token, self.tok.eos_token)
+
     def encode_train(self, sample: Sample) -> dict:
-        """input_ids, labels (-100 on every context token), pixel_values."""
-        image = load_image(sample, self.pad_color)
-        pieces = self.template.pieces(sample.turns, self.tok.bos_token, self.tok.eos_token)
+        """input_ids, labels (-100 on every context token), pixel_values (None without an image)."""
+        image = load_image(sample, self.pad_color) if sample.image is not None else None
+        pieces = self._pieces(sample.turns, image)
         ids: list[int] = []
         labels: list[int] = []
         pixel_values = None
@@ -89,22 +109,22 @@ class Encoder:
             tgt_ids = self.tok(target, add_special_tokens=False)["input_ids"]
             ids += ctx_ids + tgt_ids
             labels += [IGNORE_INDEX] * len(ctx_ids) + tgt_ids
-        if len(ids) > self.max_length:
-            raise ValueError(
-                f"sample {sample.task}/{sample.id} has {len(ids)} tokens, over max_length={self.max_length}"
-            )
+        if len(ids) > self.max_length:  # a DataError (one line, exit 2): the record, not the code, is at fault
+            raise DataError(f"sample {sample.task}/{sample.id} has {len(ids)} tokens, over "
+                            f"max_length={self.max_length} (train.max_length)")
         return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values}
 
     def encode_prompt(self, sample: Sample) -> dict:
         """The first turn's context only, ready for generation."""
-        image = load_image(sample, self.pad_color)
-        context, _ = self.template.pieces(sample.turns[:1], self.tok.bos_token, self.tok.eos_token)[0]
+        image = load_image(sample, self.pad_color) if sample.image is not None else None
+        context, _ = self._pieces(sample.turns[:1], image)[0]
         ids, pv = self._text_ids(context, image)
         return {"input_ids": ids, "pixel_values": pv}
 
 
 def collate(features: list[dict], pad_id: int, padding_side: str = "right") -> dict:
-    """Pad and stack encoded features into a batch (labels padded with -100)."""
+    """Pad and stack encoded features into a batch (labels padded with -100); ``pixel_values`` holds
+    the rows with an image, in order, and is left out when no row has one."""
     longest = max(len(f["input_ids"]) for f in features)
     batch_ids, batch_mask, batch_labels = [], [], []
     for f in features:
@@ -123,8 +143,10 @@ def collate(features: list[dict], pad_id: int, padding_side: str = "right") -> d
     batch = {
         "input_ids": torch.tensor(batch_ids, dtype=torch.long),
         "attention_mask": torch.tensor(batch_mask, dtype=torch.long),
-        "pixel_values": torch.stack([f["pixel_values"] for f in features]),
     }
+    pixels = [f["pixel_values"] for f in features if f.get("pixel_values") is not None]
+    if pixels:
+        batch["pixel_values"] = torch.stack(pixels)
     if batch_labels:
         batch["labels"] = torch.tensor(batch_labels, dtype=torch.long)
     return batch

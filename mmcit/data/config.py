@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mmcit.data.order import resolve_order
 from mmcit.data.readers import READERS
 from mmcit.errors import ConfigError
 
@@ -34,6 +35,12 @@ class DataConfig:
     train_limit: int | None = None  # keep at most this many training samples per task
     test_limit: int | None = None
     cache_dir: str | None = None  # where generated data and pretrained bases are cached
+    # A sample whose image is missing or unreadable: false, the run refuses to start (one line per
+    # image); true, the run leaves those samples out and counts them in results.json.
+    skip_bad_images: bool = False
+    suite: str | None = None  # source suite: a suite's name (mmcit ls suites) or YAML file
+    # origin (data.tasks as listed) | reverse | alphabet | a suite's named order | an explicit list
+    order: str | list[str] = "origin"
 
     def validate(self) -> None:
         """Checks of the values alone, then the reader's own (no file is opened)."""
@@ -43,6 +50,10 @@ class DataConfig:
             raise ConfigError(f"data.tasks has duplicates: {self.tasks}")
         if self.sample_factor <= 0:
             raise ConfigError("data.sample_factor must be > 0")
+        if self.suite is not None and self.source != "suite":
+            raise ConfigError(f"data.suite is read with data.source: suite (got data.source: {self.source})")
+        if self.suite is None:
+            resolve_order(self.order, self.tasks)  # a suite's reader checks it against the suite's orders
         READERS.get(self.source, "data.source")().validate(self)
 
     def cache_path(self) -> Path:

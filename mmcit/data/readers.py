@@ -41,10 +41,22 @@ class Reader:
 
 
 class LayoutReader(Reader):
-    """A reader of a ``<root>/<variant>/<task>/{train,test}.json`` layout, task by task."""
+    """A reader of a layout of per-task train and test files (CoIN's
+    ``<root>/<variant>/<task>/{train,test}.json`` unless the reader says otherwise), task by task."""
 
     #: The layout's tasks, in the suite's order, and the scorer of each.
     task_scorers: ClassVar[dict[str, str]] = {}
+    #: The per-task settings a suite file may give this reader's tasks (file names, folders...).
+    task_keys: ClassVar[frozenset[str]] = frozenset()
+
+    def with_tasks(self, specs: dict[str, dict[str, Any]]) -> "LayoutReader":
+        """This reader given a suite's per-task settings (``task_keys``); a reader whose tasks are
+        fixed by the layout ignores them and returns itself."""
+        return self
+
+    def split_path(self, instruction_root: Path | str, variant: str, task: str, split: str) -> Path:
+        """The file a task's split is read from (for the checker's report)."""
+        return Path(instruction_root) / self.variant_dir(variant) / task / f"{split}.json"
 
     @property
     def task_names(self) -> list[str]:

@@ -1,12 +1,15 @@
 """From a ``data:`` config to the tasks of a stream (and the captions that pretrain the tiny base)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmcit.data.config import DataConfig
+from mmcit.data.order import resolve_order
 from mmcit.data.readers import READERS
 from mmcit.data.sample import Sample, TaskData
+from mmcit.errors import DataError
+from mmcit.data.suites import find_suite
 
 
 @dataclass
@@ -18,11 +21,26 @@ class StreamData:
     instruction_root: Path
     image_root: Path
     key: str  # identifies the data, for caching what is derived from it (the tiny base)
+    # Samples the reader left out because their image is missing or unreadable (one DataError
+    # each, naming file, record and image) and their count per task and split: the run refuses
+    # them, or goes on without them with data.skip_bad_images (mmcit/data/preflight.py).
+    bad_images: list[DataError] = field(default_factory=list)
+    skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def stream_order(cfg: DataConfig) -> list[str]:
+    """The stream's tasks in training order: ``data.order`` over ``data.tasks`` (a suite's named
+    orders included)."""
+    named = find_suite(cfg.suite).orders if cfg.suite else None
+    return resolve_order(cfg.order, cfg.tasks, named)
 
 
 def load_data(cfg: DataConfig, cache_dir: Path | None = None, log=print) -> StreamData:
-    """Read every task of the stream through ``cfg.source``'s reader, then apply the limits."""
+    """Read every task of the stream through ``cfg.source``'s reader, put the tasks in ``data.order``,
+    then apply the limits."""
     data = READERS.get(cfg.source, "data.source")().read(cfg, cache_dir or cfg.cache_path(), log)
+    by_name = {t.name: t for t in data.tasks}
+    data.tasks = [by_name[name] for name in stream_order(cfg)]
     for t in data.tasks:
         if cfg.train_limit is not None:
             t.train = t.train[: cfg.train_limit]

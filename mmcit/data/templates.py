@@ -3,7 +3,7 @@
 Every template splits a conversation into (context, target) pieces: the targets are what the model
 learns to say (the answers, with the end-of-turn marker), the contexts are masked out of the loss.
 The first context carries the ``<image>`` tag, which the processor expands to the vision tower's
-token count.
+token count; a text-only sample (``image=False``) has no tag.
 """
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ VICUNA_SYSTEM = ("A chat between a curious human and an artificial intelligence 
 class Template:
     """Splits a conversation into (context, target) pieces; see the module docstring."""
 
-    def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
-        """The (context, target) pieces of ``turns``; contexts are masked out of the loss."""
+    def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str, image: bool = True) -> list[tuple[str, str]]:
+        """The (context, target) pieces of ``turns``; contexts are masked out of the loss. ``image``:
+        whether the first context carries the image tag (False for a text-only sample)."""
         raise NotImplementedError
 
 
@@ -35,12 +36,12 @@ class ChatTemplate(Template):
     user: str = "USER:"
     assistant: str = "ASSISTANT:"
 
-    def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
+    def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str, image: bool = True) -> list[tuple[str, str]]:
         """The (context, target) pieces of ``turns``; contexts are masked out of the loss."""
         out = []
         for k, (human, answer) in enumerate(turns):
             head = (bos + (self.system + " " if self.system else "") if k == 0 else "") + f"{self.user} "
-            head += "<image>\n" if k == 0 else ""
+            head += "<image>\n" if k == 0 and image else ""
             out.append((f"{head}{human} {self.assistant}", f" {answer}{eos}"))
         return out
 
@@ -72,13 +73,13 @@ class RenderedTemplate(Template):
     def _render(self, messages: list[dict], generation_prompt: bool) -> str:
         return self.owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
-    def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str) -> list[tuple[str, str]]:
+    def pieces(self, turns: list[tuple[str, str]], bos: str, eos: str, image: bool = True) -> list[tuple[str, str]]:
         """The (context, target) pieces of ``turns``; contexts are masked out of the loss."""
         messages: list[dict] = []
         done = ""
         out = []
         for k, (human, answer) in enumerate(turns):
-            messages.append(self._message("user", human, k == 0))
+            messages.append(self._message("user", human, k == 0 and image))
             context = self._render(messages, True)
             messages.append({"role": "assistant", "content": answer if not self.image_as_content
                              else [{"type": "text", "text": answer}]})

@@ -23,8 +23,9 @@ except ImportError:  # pragma: no cover - depends on the torch build
 __all__ = ["PROJECTOR_MARKERS", "GroupLayout", "is_sharded_dtensor", "layer_group", "local_part", "shard_group"]
 
 #: Module names whose tensors (weights and biases of all their layers) form one group at "layer"
-#: granularity: HF LLaVA's projector and the original LLaVA code's.
-PROJECTOR_MARKERS: tuple[str, ...] = ("multi_modal_projector", "mm_projector")
+#: granularity: HF LLaVA's projector and the original LLaVA code's, Qwen2-VL's merger and
+#: Idefics3's connector (the projectors of mmcit.models.families).
+PROJECTOR_MARKERS: tuple[str, ...] = ("multi_modal_projector", "mm_projector", "merger", "connector")
 
 _LORA_RE = re.compile(
     r"^(?P<module>.+)\.lora_(?:A|B|embedding_A|embedding_B|magnitude_vector)\.(?P<adapter>[^.]+)"

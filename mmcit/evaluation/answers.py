@@ -6,6 +6,12 @@ task's test records by ``question_id`` (compared as strings, since files mix int
 test question without an answer is scored as wrong, as the reference evaluators do; answers whose id
 is not in the test file are not scored but reported, since they usually mean the wrong file.
 
+The ``text`` of each answer is scored as the mode says (``mmcit.evaluation.scoring``): stripped in
+default mode, exactly as written in reference mode, as the original evaluators read it. Before
+scoring, the test set is run through ``check_samples``: a question the scorer cannot score in this
+mode (TextVQA without its ten gold answers, in reference mode) refuses the whole file with one
+line; one default mode scores with a fallback is counted in ``AnswerScore.warnings``.
+
 Note on ImageNet: the reference script pairs answers with gold labels by line order; matching by
 id gives the same result for a complete file in test order and the right one for any other order.
 """
@@ -18,7 +24,7 @@ from pathlib import Path
 from mmcit.data.check import layout_reader
 from mmcit.data.sample import TaskData
 from mmcit.errors import ConfigError, DataError
-from mmcit.evaluation.scoring import MODES, score_task
+from mmcit.evaluation.scoring import MODES, check_samples, score_task
 
 #: How many unknown / unanswered ids are listed in a report; the counts are always complete.
 SHOW_FIRST = 5
@@ -80,6 +86,7 @@ class AnswerScore:
     missing_ids: list[str] = field(default_factory=list)  # the first few
     unknown_ids: list[str] = field(default_factory=list)  # the first few
     answers_file: str = ""
+    warnings: list[str] = field(default_factory=list)  # questions scored with a fallback (check_samples)
 
 
 def score_answers(answers: dict[str, str], task: TaskData, mode: str = "default",
@@ -89,6 +96,9 @@ def score_answers(answers: dict[str, str], task: TaskData, mode: str = "default"
         raise ConfigError(f"unknown scoring mode {mode!r}; valid modes: {', '.join(MODES)}")
     if not task.test:
         raise DataError(f"{task.name}: the test set is empty")
+    error, warning = check_samples(task.scorer, task.test, mode)
+    if error is not None:
+        raise DataError(f"{task.name}: {error}")
     # None is the scorers' "no prediction": it scores 0 in every scorer and mode.
     predictions = [answers.get(s.id) for s in task.test]
     try:
@@ -100,7 +110,7 @@ def score_answers(answers: dict[str, str], task: TaskData, mode: str = "default"
     unknown = [q for q in answers if q not in test_ids]
     return AnswerScore(task.name, task.scorer, mode, accuracy, len(task.test),
                        len(task.test) - len(missing), len(missing), len(unknown),
-                       missing[:SHOW_FIRST], unknown[:SHOW_FIRST], answers_file)
+                       missing[:SHOW_FIRST], unknown[:SHOW_FIRST], answers_file, [warning] if warning else [])
 
 
 def load_test_set(instruction_root: Path | str, image_root: Path | str, variant: str, task: str,

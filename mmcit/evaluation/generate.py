@@ -7,7 +7,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from mmcit.data.collate import collate
 from mmcit.data.sample import Sample, TaskData
 from mmcit.evaluation.config import EvalConfig
 from mmcit.evaluation.scoring import score_task
@@ -40,7 +39,6 @@ def generate_answers(
     """Answer every sample with the adapter chosen for it; samples are grouped by adapter so
     that each adapter is switched to once per batch, and answers come back in input order."""
     encoder = model.encoder()
-    pad = model.tokenizer.pad_token_id
     by_adapter: dict[str | None, list[int]] = {}
     for i, name in enumerate(adapters):
         by_adapter.setdefault(name, []).append(i)
@@ -53,7 +51,7 @@ def generate_answers(
             model.set_adapter(name)
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            batch = collate([encoder.encode_prompt(samples[i]) for i in chunk], pad, "left")
+            batch = model.collate([encoder.encode_prompt(samples[i]) for i in chunk], "left")
             for i, text in zip(chunk, model.generate(batch, max_new_tokens)):
                 answers[i] = text
             bar.update(len(chunk))

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mmcit.config import load_config
-from mmcit.data.collate import collate
 from mmcit.data.prompts import extract_instruction, strip_image_tag
 from mmcit.data.sample import Sample
 from mmcit.data.stream import load_data
@@ -56,8 +55,7 @@ class Predictor:
                         instruction=instruction)
         self.model.set_adapter(adapter)
         self.model.eval()
-        batch = collate([self.model.encoder().encode_prompt(sample)], self.model.tokenizer.pad_token_id,
-                        "left")
+        batch = self.model.collate([self.model.encoder().encode_prompt(sample)], "left")
         answer = self.model.generate(batch, self.max_new_tokens)[0]
         return {"answer": answer, "group": group, "adapter": adapter, "similarity": sim,
                 "instruction": instruction}

@@ -1,11 +1,13 @@
 """The model-backend interface: a config dataclass per backend, selected by ``model.type``.
 
-A backend turns its config into ``Built``: a transformers-style multimodal model (submodules
-``vision_tower``, ``multi_modal_projector`` and ``language_model`` somewhere in its module tree,
-``forward(input_ids, attention_mask, pixel_values, labels)`` returning ``.loss``/``.logits``, and
-``generate`` returning prompt + new tokens), the processor that encodes an image and text into
-those inputs, and the chat template that turns a conversation into text. Everything after that
-(LoRA, adapters, training, evaluation, routing, predict) is one code path for every backend.
+A backend turns its config into ``Built``: a transformers-style multimodal model (a vision tower,
+a projector and a language model somewhere in its module tree, ``forward(input_ids,
+attention_mask, pixel_values, labels, ...)`` returning ``.loss``/``.logits``, and ``generate``
+returning prompt + new tokens), the processor that encodes an image and text into those inputs,
+the chat template that turns a conversation into text, and ``ModelParts``: where the parts sit
+(LLaVA's names ``vision_tower``, ``multi_modal_projector``, ``language_model`` by default) and how
+samples are encoded and batched. Everything after that (LoRA, adapters, training, evaluation,
+routing, predict) is one code path for every backend.
 """
 from __future__ import annotations
 
@@ -94,12 +96,30 @@ class BuildContext:
 
 
 @dataclass
+class ModelParts:
+    """Where a backend's model keeps its parts, and how its samples are encoded and batched.
+
+    The defaults are LLaVA's (transformers' LLaVA classes, the composed and tiny backends); the
+    ``hf_vlm`` backend fills them from its family table (``mmcit.models.families``).
+    """
+
+    vision: str = "model.vision_tower"  # module path of the vision tower (kept in eval mode while frozen)
+    projector: str = "multi_modal_projector"  # module name peft's modules_to_save copies per adapter
+    language_model: str = "language_model"  # module name LoRA targets must lie under
+    vision_lora: list[str] = field(default_factory=list)  # linear layers of the tower that get LoRA too
+    # The processor's batch layout (mmcit.data.processor_encoder): None encodes with LLaVA's Encoder.
+    batch: dict[str, str] | None = None
+    eos_ids: list[int] | None = None  # token ids generation stops at; None: the tokenizer's eos
+
+
+@dataclass
 class Built:
-    """What a backend builds: the base model, its processor and its chat template."""
+    """What a backend builds: the base model, its processor, its chat template and its parts."""
 
     model: Any
     processor: Any
     template: Any  # mmcit.data.templates.Template
+    parts: ModelParts = field(default_factory=ModelParts)
 
 
 class Backend:

@@ -25,6 +25,7 @@ def build_model(cfg: "RunConfig", data: "StreamData", cache_dir: Path | None = N
                         target_modules=list(cfg.model.lora_targets))
     torch.manual_seed(cfg.seed)
     model = MMModel.from_base(built.model, built.processor, lora, template=built.template,
-                              gradient_checkpointing=getattr(cfg.model, "gradient_checkpointing", False))
+                              gradient_checkpointing=getattr(cfg.model, "gradient_checkpointing", False),
+                              parts=built.parts)
     model.pad_to_square = cfg.model.image_aspect == "pad"
     return model

@@ -6,7 +6,8 @@ caption stage too), so its output for an image never changes while a stage train
 90 of 170 ms for a batch of 16). These helpers compute the tower's output tokens for a stage's
 images once, and build the batch as input embeddings with the projected tokens in the image
 positions: exactly what the LLaVA forward does with ``pixel_values``, minus re-running the tower.
-The projector still runs at every step (it is trained).
+The projector still runs at every step (it is trained). Text-only samples have no tokens: a batch
+carries the tokens of its rows with an image, in row order, or none at all.
 """
 from __future__ import annotations
 
@@ -64,14 +65,40 @@ def tower_tokens(model, pixels: torch.Tensor, batch_size: int = 64) -> torch.Ten
     return torch.cat(out).contiguous()
 
 
-def with_image_tokens(model, batch: dict, tokens: torch.Tensor) -> dict:
+def attach_cached_tokens(model, features: list[dict]) -> list[dict]:
+    """``features`` (from ``Encoder.encode_train``) with ``image_tokens`` added to each one that has an
+    image, when ``cached_tower_tokens`` allows; else ``features`` unchanged."""
+    rows = [k for k, f in enumerate(features) if f.get("pixel_values") is not None]
+    tokens = cached_tower_tokens(model, [features[k]["pixel_values"] for k in rows], batch_size=1)
+    if tokens is None:
+        return features
+    out = list(features)
+    for k, t in zip(rows, tokens):
+        out[k] = {**features[k], "image_tokens": t}
+    return out
+
+
+def batch_tower_tokens(model, rows: list[dict], batch: dict) -> torch.Tensor | None:
+    """The tower tokens of a batch's rows that have an image (cached, or computed now one image at a
+    time), or None when no row has one."""
+    with_image = [f for f in rows if f.get("pixel_values") is not None]
+    if not with_image:
+        return None
+    if "image_tokens" in with_image[0]:
+        return torch.stack([f["image_tokens"] for f in with_image])
+    return tower_tokens(model, batch["pixel_values"], batch_size=1)
+
+
+def with_image_tokens(model, batch: dict, tokens: torch.Tensor | None) -> dict:
     """``batch`` (from ``collate``) as input embeddings with the projected ``tokens`` at the image
-    positions, ready for ``model(**result)`` (or the peft wrapper around it)."""
+    positions (none for a batch without images), ready for ``model(**result)`` (or the peft wrapper
+    around it)."""
     embed = model.get_input_embeddings()
     ids = batch["input_ids"].to(embed.weight.device)
     embeds = embed(ids)
-    image = model.model.multi_modal_projector(tokens.to(embed.weight.device)).to(embeds.dtype)
-    embeds = embeds.masked_scatter((ids == model.config.image_token_id).unsqueeze(-1), image)
+    if tokens is not None:
+        image = model.model.multi_modal_projector(tokens.to(embed.weight.device)).to(embeds.dtype)
+        embeds = embeds.masked_scatter((ids == model.config.image_token_id).unsqueeze(-1), image)
     out = {"inputs_embeds": embeds, "attention_mask": batch["attention_mask"]}
     if "labels" in batch:
         out["labels"] = batch["labels"]

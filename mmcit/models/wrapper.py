@@ -3,21 +3,23 @@
 `MMModel` holds a peft-wrapped LLaVA-style model (any backend's) and its processor. The
 language model carries named LoRA adapters; the projector is a peft `modules_to_save` module, so
 each adapter owns its own projector copy and `set_adapter` switches both together. The vision
-tower and the base LLM weights are frozen.
+tower and the base LLM weights are frozen (the tower gets LoRA too where the backend's
+``ModelParts.vision_lora`` names layers). Where the parts sit, and how samples are encoded and
+batched, come from the backend's ``ModelParts`` (LLaVA's names by default).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from dataclasses import dataclass, field
 
 import torch
 
-from mmcit.data.collate import Encoder
+from mmcit.data.collate import Encoder, collate
+from mmcit.data.processor_encoder import ProcessorEncoder, collate_processor
 from mmcit.data.templates import ChatTemplate
-from mmcit.models.base import LORA_TARGETS
-
-PROJECTOR = "multi_modal_projector"
+from mmcit.models.base import LORA_TARGETS, ModelParts
 
 
 @dataclass
@@ -30,19 +32,32 @@ class LoraSettings:
     target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
 
 
-def language_model_targets(modules: list[str]) -> str:
+def language_model_targets(modules: list[str], language_model: str = "language_model") -> str:
     """A peft target regex that matches the given linear layers inside the language model only.
 
     A plain list would also match the vision tower's q/k/v projections (CLIP uses the same names).
     """
-    return rf".*language_model.*\.({'|'.join(modules)})$"
+    return rf".*{language_model}.*\.({'|'.join(modules)})$"
+
+
+def lora_targets(modules: list[str], parts: ModelParts) -> str:
+    """The peft target regex of ``parts``: the language model's layers, plus the vision tower's
+    ``parts.vision_lora`` layers outside the projector (which trains whole, per adapter)."""
+    lm = language_model_targets(modules, parts.language_model)
+    if not parts.vision_lora:
+        return lm
+    tower = re.escape(parts.vision)
+    vision = rf"(?!.*\.{re.escape(parts.projector)}\.).*{tower}\..*\.({'|'.join(parts.vision_lora)})$"
+    return f"(?:{lm})|(?:{vision})"
 
 
 class MMModel:
     """A LLaVA-style model with named adapters, ready for training and batched generation."""
 
-    def __init__(self, peft_model, processor, adapter: str = "default", template=None):
+    def __init__(self, peft_model, processor, adapter: str = "default", template=None,
+                 parts: ModelParts | None = None):
         self.peft = peft_model
+        self.parts = parts or ModelParts()
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.template = template or ChatTemplate()
@@ -60,8 +75,10 @@ class MMModel:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_base(cls, base, processor, lora: LoraSettings, adapter: str = "default", template=None,
-                  gradient_checkpointing: bool = False) -> "MMModel":
-        """Freeze ``base``, add the first LoRA adapter (LM only) with a trainable projector copy."""
+                  gradient_checkpointing: bool = False, parts: ModelParts | None = None) -> "MMModel":
+        """Freeze ``base``, add the first LoRA adapter (LM only, unless ``parts`` names tower layers)
+        with a trainable projector copy."""
+        parts = parts or ModelParts()
         from peft import LoraConfig, get_peft_model
 
         for p in base.parameters():
@@ -70,8 +87,8 @@ class MMModel:
             r=lora.r,
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
-            target_modules=language_model_targets(lora.target_modules),
-            modules_to_save=[PROJECTOR],
+            target_modules=lora_targets(lora.target_modules, parts),
+            modules_to_save=[parts.projector],
             bias="none",
         )
         peft_model = get_peft_model(base, config, adapter_name=adapter)
@@ -79,7 +96,7 @@ class MMModel:
         if gradient_checkpointing:
             # Non-reentrant checkpointing needs no input that requires grad (the embeddings are frozen).
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        return cls(peft_model, processor, adapter, template)
+        return cls(peft_model, processor, adapter, template, parts)
 
     # -- adapters -----------------------------------------------------------------------------
     def add_adapter(self, name: str, copy_from: str | None = None) -> None:
@@ -141,21 +158,40 @@ class MMModel:
 
     def projector_parameter_names(self) -> set[str]:
         """Names of the trainable projector tensors (they get their own learning rate)."""
-        return {n for n, _ in self.trainable_named_parameters() if PROJECTOR in n}
+        return {n for n, _ in self.trainable_named_parameters() if self.parts.projector in n}
 
     # -- running ------------------------------------------------------------------------------
     def encoder(self, max_length: int = 2048):
         """The sample encoder for this model: its processor, chat template and image handling."""
+        if self.parts.batch is not None:
+            return ProcessorEncoder(self.processor, self.template, self.parts.batch, max_length=max_length,
+                                    pad_to_square=self.pad_to_square)
         return Encoder(self.processor, self.template, max_length=max_length, pad_to_square=self.pad_to_square)
+
+    def collate(self, features: list[dict], padding_side: str) -> dict:
+        """Pad and join encoded features into a batch (right-padded to train, left to generate)."""
+        pad = self.tokenizer.pad_token_id
+        if self.parts.batch is not None:
+            return collate_processor(features, pad, padding_side, self.parts.batch)
+        return collate(features, pad, padding_side)
+
+    def vision_tower(self):
+        """The base model's vision tower module (None if it has none where ``parts`` says)."""
+        base = self.peft.get_base_model()
+        for path in dict.fromkeys((self.parts.vision, self.parts.vision.removeprefix("model."))):
+            try:
+                return base.get_submodule(path)
+            except AttributeError:
+                continue
+        return None
 
     def train(self) -> None:
         """Training mode, with the frozen tower kept in eval mode."""
         self.peft.train()
         # The tower is frozen: a convolutional one must keep normalising with its BatchNorm running
         # statistics (train mode would use, and update, per-batch statistics).
-        base = self.peft.get_base_model()
-        tower = getattr(getattr(base, "model", base), "vision_tower", None)
-        if tower is not None:
+        tower = self.vision_tower()
+        if tower is not None and not self.parts.vision_lora:
             tower.eval()
 
     def eval(self) -> None:
@@ -187,7 +223,7 @@ class MMModel:
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
+                eos_token_id=self.parts.eos_ids or tok.eos_token_id,
             )
         new = out[:, batch["input_ids"].shape[1]:]
         return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]

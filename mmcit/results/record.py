@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmcit.data.order import order_label
 from mmcit.io import write_json
 from mmcit.results.costs import run_costs
 from mmcit.results.report import build_results, environment
@@ -23,13 +24,16 @@ class RunRecord:
     rows of its finished stages."""
 
     def __init__(self, cfg: "RunConfig", tasks: list[str], stages: list["Stage"], method: "Method",
-                 point: "ResumePoint", started: float, model: "MMModel | None" = None) -> None:
+                 point: "ResumePoint", started: float, data_checks: dict | None = None,
+                 model: "MMModel | None" = None) -> None:
         self.cfg, self.tasks, self.stages, self.method, self.model = cfg, tasks, stages, method, model
+        self.data_checks = data_checks or {}  # skipped samples, scoring warnings (mmcit.data.preflight)
         self.matrix: list[list[float | None]] = list(point.matrix)
         self.timing: list[dict] = list(point.timing)
         self.history = list(point.history)
         self.t0 = started - point.elapsed  # total_seconds counts the interrupted run's time too
         self.env = environment()
+        self.general: dict | None = None  # general-skill scores: base, final, retention
         self.results = self.snapshot()
 
     def elapsed(self) -> float:
@@ -55,7 +59,15 @@ class RunRecord:
             {"name": cfg.name, "scoring_mode": cfg.eval.scoring_mode, "complete": len(self.matrix) == len(self.stages),
              "timing": {"stages": self.timing, "total_seconds": elapsed},
              "method_summary": self.method.summary(), **costs, "environment": self.env,
+             **({"data_checks": self.data_checks} if self.data_checks else {}),
+             "order": order_label(cfg.data.order), "suite": cfg.data.suite,
+             **({"general": self.general} if self.general else {}),
              **({"resumed_with": self.history} if self.history else {})})
+
+    def set_general(self, general: dict) -> None:
+        """Record the general-skill scores (``mmcit/evaluation/general.py``)."""
+        self.general = general
+        self.results = self.snapshot()
 
     def write(self, run_dir: Path) -> None:
         """Write the latest results to ``run_dir/results.json`` (atomically)."""

@@ -120,6 +120,8 @@ def write_run_report(run_dir: Path, results: dict) -> None:
         *[f"| {label} | {fmt(m.get(k))} |" for k, label in METRIC_NAMES.items()],
         "",
     ]
+    if results.get("general"):
+        lines += [general_section(results["general"])]
     timing = results.get("timing", {})
     if timing:
         lines += ["## Time", "", "| stage | train s | steps | eval s |", "|---|---|---|---|"]
@@ -131,6 +133,17 @@ def write_run_report(run_dir: Path, results: dict) -> None:
     env = results.get("environment", {})
     lines += ["## Environment", "", *[f"- {k}: {v}" for k, v in env.items()], ""]
     write_text(run_dir / "report.md", "\n".join(lines))
+
+
+def general_section(general: dict) -> str:
+    """The general-skill retention table (``mmcit/evaluation/general.py``) in Markdown."""
+    lines = ["## General skills (retention against the base model)", "",
+             "| set | metric | base | final | change | retained % |", "|---|---|---|---|---|---|"]
+    for name, metrics in general.get("retention", {}).items():
+        for metric, v in metrics.items():
+            lines.append(f"| {name} | {metric} | {v['base']:.2f} | {v['final']:.2f} | {v['change']:+.2f} | "
+                         f"{fmt(v['retained'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def _pretty(obj) -> str:

@@ -28,6 +28,8 @@ class TrainConfig:
     checkpoint_every: int | None = None
     # Global batch per task, overriding batch_size (CoIN's published batches differ per task).
     task_batch_size: dict[str, int] = field(default_factory=dict)
+    # Epochs per task, overriding epochs (MLLM-DCL's published epochs differ per task).
+    task_epochs: dict[str, float] = field(default_factory=dict)
     # Rows per forward/backward on one process; the global batch is accumulated from such
     # micro-batches, with the same gradient as one pass (None: the process's whole share at once).
     micro_batch_size: int | None = None

@@ -152,8 +152,9 @@ def shard_frozen_weights(model) -> int:
     broadcast_from_main(model.peft)
     adapters = {p for n, p in model.peft.named_parameters() if any(m in n for m in ADAPTER_MARKERS)}
     units = 0
+    lm = model.parts.language_model  # "language_model"; Idefics3's is "text_model"
     for name, module in base.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and name.endswith("layers") and "language_model" in name:
+        if isinstance(module, torch.nn.ModuleList) and name.endswith("layers") and lm in name:
             for layer in module:
                 fully_shard(layer, ignored_params={p for p in layer.parameters() if p in adapters})
                 units += 1

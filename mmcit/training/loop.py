@@ -23,11 +23,11 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from mmcit.data.collate import IGNORE_INDEX, collate
+from mmcit.data.collate import IGNORE_INDEX
 from mmcit.data.sample import Sample
 from mmcit.errors import NonFiniteLoss
 from mmcit.methods.base import Method
-from mmcit.models.tower_cache import cacheable, cached_tower_tokens, tower_tokens, with_image_tokens
+from mmcit.models.tower_cache import attach_cached_tokens, batch_tower_tokens, cacheable, with_image_tokens
 from mmcit.models.wrapper import MMModel
 from mmcit.training import distributed as dist
 from mmcit.training.config import TrainConfig
@@ -57,14 +57,17 @@ class StageInputs:
                          if len(samples) <= cfg.encode_once_limit else None)
         base = model.peft.get_base_model()
         self.via_tokens = dist.world_size() == 1 and cacheable(base)
-        if self.via_tokens and self.features is not None:
+        # Samples without an image (text-only) go through the model's own forward, batch by batch.
+        if self.via_tokens and self.features is not None and all(_has_image(f) for f in self.features):
             with model.autocast():
-                tokens = cached_tower_tokens(base, [f["pixel_values"] for f in self.features], batch_size=1)
-            if tokens is not None:
-                self.features = [{**f, "image_tokens": t} for f, t in zip(self.features, tokens)]
+                self.features = attach_cached_tokens(base, self.features)
 
     def __getitem__(self, i: int) -> dict:
         return self.features[i] if self.features is not None else self.encoder.encode_train(self.samples[i])
+
+
+def _has_image(feature: dict) -> bool:
+    return feature.get("pixel_values") is not None
 
 
 class _Cursor:
@@ -142,17 +145,7 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
     mixer = _Cursor(f"mix-{seed}") if k else None  # its own stream: the stage's draws stay as without
     model.train()
     if resume is not None:
-        if resume.total != total:
-            raise ValueError(f"{desc}: the step checkpoint was taken in a stage of {resume.total} steps, "
-                             f"this stage has {total}")
-        # Optimizer before scheduler: the scheduler's state refers to the groups' learning rates.
-        optimizer.load_state_dict(resume.optimizer)
-        scheduler.load_state_dict(resume.scheduler)
-        cursor.restore(resume)
-        if mixer is not None and resume.mix is not None:
-            mixer.restore_order(resume.mix)
-        if resume.global_rng is not None:  # last: nothing above may draw from it afterwards
-            restore_rng(resume.global_rng)
+        _resume(resume, total, desc, optimizer, scheduler, cursor, mixer)
     every = cfg.checkpoint_every if on_checkpoint is not None else None
     pad = model.tokenizer.pad_token_id
     bar = tqdm(range(cursor.step, total), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
@@ -165,6 +158,9 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
                             inputs.via_tokens)
         if not math.isfinite(value):
             raise NonFiniteLoss(f"{desc}: loss is {value} at step {step + 1}/{total}; stopping this task")
+        if dist.world_size() > 1:  # text-only rows leave the projector without a gradient; the sum needs every rank's
+            for p in params:
+                p.grad = torch.zeros_like(p) if p.grad is None else p.grad
         dist.sum_gradients(params)
         if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -179,6 +175,22 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
     bar.close()
     return TrainStats(total, len(samples), cursor.first, cursor.last,
                       cursor.seconds_before + time.perf_counter() - start)
+
+
+def _resume(resume: TrainState, total: int, desc: str, optimizer, scheduler, cursor: _Cursor,
+            mixer: _Cursor | None) -> None:
+    """Put the optimizer, scheduler, data order and random state of ``resume`` back."""
+    if resume.total != total:
+        raise ValueError(f"{desc}: the step checkpoint was taken in a stage of {resume.total} steps, "
+                         f"this stage has {total}")
+    # Optimizer before scheduler: the scheduler's state refers to the groups' learning rates.
+    optimizer.load_state_dict(resume.optimizer)
+    scheduler.load_state_dict(resume.scheduler)
+    cursor.restore(resume)
+    if mixer is not None and resume.mix is not None:
+        mixer.restore_order(resume.mix)
+    if resume.global_rng is not None:  # last: nothing above may draw from it afterwards
+        restore_rng(resume.global_rng)
 
 
 def _state(cursor: _Cursor, mixer: _Cursor | None, total: int, seconds: float, optimizer, scheduler) -> TrainState:
@@ -200,7 +212,7 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     micro-batch size and the number of processes. (One micro-batch on one process: weight 1.)
     """
     micro = micro or len(local)
-    batches = [collate(local[k: k + micro], pad, "right") for k in range(0, len(local), micro)]
+    batches = [model.collate(local[k: k + micro], "right") for k in range(0, len(local), micro)]
     counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
     single = len(batches) == 1 and dist.world_size() == 1
     if not single:
@@ -226,13 +238,12 @@ def forward(model: MMModel, rows: list[dict], batch: dict, via_tokens: bool) -> 
     With ``via_tokens`` the frozen tower's output tokens are used (cached in the rows, or computed
     here) and the batch comes back with them as ``image_tokens``, for a method's second forward.
     """
-    if not via_tokens:
+    if not (via_tokens and all(_has_image(f) for f in rows)):  # text-only rows: the model's own forward
         return model(**batch), batch
     base = model.peft.get_base_model()
     # Under the model's autocast, as its own forward runs the tower and projector: a bf16
     # model's float32 projector would otherwise meet the tower's bf16 tokens.
     with model.autocast():
-        tokens = (torch.stack([f["image_tokens"] for f in rows]) if "image_tokens" in rows[0]
-                  else tower_tokens(base, batch["pixel_values"], batch_size=1))
+        tokens = batch_tower_tokens(base, rows, batch)  # cached, or computed here
         inputs = with_image_tokens(base, batch, tokens)
     return model(**inputs), {**batch, "image_tokens": tokens}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from mmcit.data.collate import collate
 from mmcit.data.sample import Sample
 from mmcit.models.wrapper import MMModel
 from mmcit.training import distributed as dist
@@ -54,14 +53,13 @@ class SamplePass:
         pairs = self.local_share(samples)
         inputs = StageInputs(model, [s for s, _ in pairs], self.cfg)
         params = [p for _, p in model.trainable_named_parameters()]
-        pad = model.tokenizer.pad_token_id
         model.eval()  # no dropout: the passes are deterministic and draw no random numbers
         try:
             for i, (_, weight) in enumerate(pairs):
                 for p in params:
                     p.grad = None
                 row = inputs[i]
-                outputs, _ = forward(model, [row], collate([row], pad, "right"), inputs.via_tokens)
+                outputs, _ = forward(model, [row], model.collate([row], "right"), inputs.via_tokens)
                 outputs.loss.backward()
                 on_sample(weight)
         finally:

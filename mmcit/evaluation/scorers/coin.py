@@ -8,14 +8,17 @@ published ones. ``default`` mode differs only where docs/coin.md marks a plain b
   substring of every gold label).
 * Grounding: the box is parsed robustly as four numbers (the reference drops the first and last
   characters of the bracket-stripped string, which cuts a digit off the last coordinate).
+* TextVQA: a question without its ten gold answers is scored against ten copies of its single
+  ``answer`` (``Scorer.gap`` says so, and runs record it); reference mode refuses it, as the
+  original script, which looks every question up in TextVQA_0.5.1_val.json, cannot score it.
 
 Every other rule, including the odd ones (ScienceQA's first one-character word, the TextVQA
 normaliser's 32-period cap and hyphen rule, GQA's case-sensitive gold), is the same in both modes:
 they define the metric rather than being bugs of one script.
 
-Whitespace: the scoring rules say nothing about it. The reference generation script strips model outputs
-before writing the answer file the evaluators read, so predictions are stripped of leading and
-trailing whitespace here, in both modes, before any rule applies. Gold answers are used as given.
+Whitespace (``mmcit.evaluation.scoring``): default mode strips the prediction first; reference mode
+reads it exactly as given, as the original scripts read the answer file ("yes " is wrong for GQA,
+"[0.2, 0.2, 0.6, 0.6]\n" keeps its last digit for Grounding). Gold answers are used as given.
 
 A prediction of ``None`` means "no prediction" and scores 0 in every scorer and mode (as the reference: a
 problem with no prediction counts as wrong).
@@ -30,8 +33,8 @@ from mmcit.data.sample import Sample
 from mmcit.evaluation.scoring import SCORERS, Scorer, pct_avg_scaled, pct_count, pct_mean
 from mmcit.evaluation.vqa_normalize import normalize_answer
 
-__all__ = ["SCORER_DOC", "box_iou", "parse_box", "parse_box_reference", "parse_scienceqa_letter",
-           "textvqa_soft_accuracy"]
+__all__ = ["SCORER_DOC", "box_iou", "count_options", "parse_box", "parse_box_reference", "parse_scienceqa_letter",
+           "scienceqa_gold_index", "textvqa_soft_accuracy"]
 
 SCIENCEQA_OPTIONS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 TEXTVQA_NUM_ANSWERS = 10
@@ -61,28 +64,38 @@ def parse_scienceqa_letter(prediction: str) -> str:
     return "FAILED"
 
 
-# One option line of the LLaVA ScienceQA prompt: "A. text".
-_OPTION_LINE = re.compile(r"^\s*([A-E])\.(?:\s|$)")
+# Option markers of a ScienceQA prompt, in the layouts in use: "A. x" (one per line, or inline after
+# a space or a colon: "Options: A. x B. y") and "(A) x" (LLaVA's conversion script).
+_DOT_OPTION = re.compile(r"(?:^|(?<=[\s:]))([A-E])\.(?=\s|$)", re.MULTILINE)
+_PAREN_OPTION = re.compile(r"\(([A-E])\)(?=\s|$)", re.MULTILINE)
+
+
+def count_options(prompt: str) -> int:
+    """Number of options a ScienceQA prompt lists (0 if none is found).
+
+    For each marker layout ("A. x" on its own line or inline, "(A) x"), the markers A, B, C, ... are
+    taken in order of appearance, each after the one before, and the longest such run counts: a
+    stray "C." in the context before the options, or a "D. " after only two options, adds nothing.
+    """
+    best = 0
+    for pattern in (_DOT_OPTION, _PAREN_OPTION):
+        n = 0
+        for m in pattern.finditer(prompt):
+            if n < len(SCIENCEQA_OPTIONS) and m.group(1) == SCIENCEQA_OPTIONS[n]:
+                n += 1
+        best = max(best, n)
+    return best
 
 
 def _scienceqa_num_choices(sample: Sample) -> int:
-    """Number of options: ``meta["num_choices"]``, else counted from the "A. ..." prompt lines."""
+    """Number of options: ``meta["num_choices"]`` (the reader's), else counted from the prompt."""
     n = sample.meta.get("num_choices")
     if n is None:
-        letters = set()
-        for line in sample.prompt.splitlines():
-            m = _OPTION_LINE.match(line)
-            if m:
-                letters.add(m.group(1))
-        # Count the run A, B, C, ... so that a stray context line starting "D. " after only two
-        # options cannot inflate the count.
-        n = 0
-        while n < len(SCIENCEQA_OPTIONS) and SCIENCEQA_OPTIONS[n] in letters:
-            n += 1
+        n = count_options(sample.prompt)
         if n == 0:
             raise ValueError(
-                f"ScienceQA sample {sample.id!r}: meta['num_choices'] is missing and no option "
-                "lines ('A. ...') were found in the prompt"
+                f"ScienceQA sample {sample.id!r}: meta['num_choices'] is missing and no options "
+                "('A. x' lines, inline 'A. x B. y' or '(A) x') were found in the prompt"
             )
         return n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -90,13 +103,20 @@ def _scienceqa_num_choices(sample: Sample) -> int:
     return n
 
 
+def scienceqa_gold_index(answer: str) -> int | None:
+    """Index of a ScienceQA gold answer: the bare letter "B", or the option form "B. cat"; None
+    for anything else."""
+    gold = answer.strip()
+    if gold[:1] in SCIENCEQA_OPTIONS and (len(gold) == 1 or gold[1] == "."):
+        return SCIENCEQA_OPTIONS.index(gold[0])
+    return None
+
+
 def _scienceqa_gold_index(sample: Sample) -> int:
-    gold = sample.answer.strip()
-    # Gold is the bare letter; the option form "B. cat" is also accepted (its letter is used).
-    letter = gold[0] if gold[:1] in SCIENCEQA_OPTIONS and (len(gold) == 1 or gold[1] == ".") else None
-    if letter is None:
-        raise ValueError(f"ScienceQA sample {sample.id!r}: gold answer {gold!r} is not a letter A-E")
-    return SCIENCEQA_OPTIONS.index(letter)
+    index = scienceqa_gold_index(sample.answer)
+    if index is None:
+        raise ValueError(f"ScienceQA sample {sample.id!r}: gold answer {sample.answer.strip()!r} is not a letter A-E")
+    return index
 
 
 def _score_scienceqa(prediction: str, sample: Sample, reference: bool) -> float:
@@ -112,14 +132,27 @@ def _score_scienceqa(prediction: str, sample: Sample, reference: bool) -> float:
 # TextVQA
 
 
-def _textvqa_gold(sample: Sample) -> list[str]:
-    answers = sample.answers if sample.answers is not None else [sample.answer] * TEXTVQA_NUM_ANSWERS
-    if len(answers) != TEXTVQA_NUM_ANSWERS:
+#: Why a TextVQA question is scored with a fallback in default mode (``Scorer.gap``).
+TEXTVQA_GAP = ("no ten gold answers (TextVQA_0.5.1_val.json is not in the image root's TextVQA folder, or "
+               "lacks the question_id): default mode scores against the single 'answer' ten times, "
+               "reference mode refuses")
+
+
+def _textvqa_gold(sample: Sample, reference: bool) -> list[str]:
+    if sample.answers is None:
+        if reference:
+            raise ValueError(f"TextVQA sample {sample.id!r}: {TEXTVQA_GAP}")
+        return [sample.answer] * TEXTVQA_NUM_ANSWERS
+    if len(sample.answers) != TEXTVQA_NUM_ANSWERS:
         raise ValueError(
             f"TextVQA sample {sample.id!r}: exactly {TEXTVQA_NUM_ANSWERS} gold answers are required "
-            f"(the soft accuracy is defined on 10), got {len(answers)}"
+            f"(the soft accuracy is defined on 10), got {len(sample.answers)}"
         )
-    return list(answers)
+    return list(sample.answers)
+
+
+def _textvqa_gap(sample: Sample) -> str | None:
+    return TEXTVQA_GAP if sample.answers is None else None
 
 
 def textvqa_soft_accuracy(prediction: str, gold_answers: Sequence[str]) -> float:
@@ -143,7 +176,7 @@ def textvqa_soft_accuracy(prediction: str, gold_answers: Sequence[str]) -> float
 
 
 def _score_textvqa(prediction: str, sample: Sample, reference: bool) -> float:
-    return textvqa_soft_accuracy(prediction, _textvqa_gold(sample))
+    return textvqa_soft_accuracy(prediction, _textvqa_gold(sample, reference))
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,13 +236,12 @@ def parse_box(text: str) -> list[float] | None:
 def parse_box_reference(text: str) -> list[float] | None:
     """Parse a predicted box exactly as the reference script does, quirk included.
 
-    Drop one leading space, remove every "[" and "]", drop the first and the last character, split
-    on "," and convert each part with ``float``; None if a part does not convert or there are not
-    4 parts. "[0.1, 0.2, 0.3, 0.45]" gives [0.1, 0.2, 0.3, 0.4]; "[0.1, 0.2, 0.3, 0.6]" gives a
-    last coordinate of 0.0 ("0." is what is left of "0.6").
+    Remove every "[" and "]", drop the first and the last character, split on "," and convert each
+    part with ``float``; None if a part does not convert or there are not 4 parts.
+    "[0.1, 0.2, 0.3, 0.45]" gives [0.1, 0.2, 0.3, 0.4]; "[0.1, 0.2, 0.3, 0.6]" gives a last
+    coordinate of 0.0 ("0." is what is left of "0.6"), while "[0.1, 0.2, 0.3, 0.6]\n" keeps it
+    (the newline is the character dropped).
     """
-    if text[:1] == " ":
-        text = text[1:]
     text = text.replace("[", "").replace("]", "")
     try:
         box = [float(x) for x in text[1:-1].split(",")]
@@ -276,9 +308,10 @@ SCORER_DOC: dict[str, str] = {
         "num_choices options and equals the gold letter."
     ),
     "textvqa": (
-        "Both modes: EvalAI-normalised soft accuracy against exactly 10 gold answers "
-        "(sample.answers, or [sample.answer]*10): mean over k of min(1, #other-9-matching / 3). "
-        "The normaliser's quirks (32-period cap, ' -' removes every hyphen) are kept in both modes."
+        "Both modes: EvalAI-normalised soft accuracy against exactly 10 gold answers: mean over k of "
+        "min(1, #other-9-matching / 3). The normaliser's quirks (32-period cap, ' -' removes every "
+        "hyphen) are kept in both modes. Without the 10 answers: default scores against "
+        "[sample.answer]*10 (and says so), reference refuses."
     ),
     "imagenet": (
         "Correct if gold is a substring of the prediction or vice versa (case-sensitive). "
@@ -303,15 +336,15 @@ SCORER_DOC: dict[str, str] = {
     ),
 }
 
-for _name, _fn, _percent in (
-    ("scienceqa", _score_scienceqa, pct_avg_scaled),
-    ("textvqa", _score_textvqa, pct_mean),
-    ("imagenet", _score_imagenet, pct_count),
-    ("gqa", _score_gqa, pct_avg_scaled),
-    ("vizwiz", _score_upper_exact, pct_count),
-    ("vqav2", _score_upper_exact, pct_count),
-    ("ocrvqa", _score_ocrvqa, pct_count),
-    ("grounding", _score_grounding, pct_count),
+for _name, _fn, _percent, _gap in (
+    ("scienceqa", _score_scienceqa, pct_avg_scaled, None),
+    ("textvqa", _score_textvqa, pct_mean, _textvqa_gap),
+    ("imagenet", _score_imagenet, pct_count, None),
+    ("gqa", _score_gqa, pct_avg_scaled, None),
+    ("vizwiz", _score_upper_exact, pct_count, None),
+    ("vqav2", _score_upper_exact, pct_count, None),
+    ("ocrvqa", _score_ocrvqa, pct_count, None),
+    ("grounding", _score_grounding, pct_count, None),
 ):
-    SCORERS.register(Scorer(_name, _fn, SCORER_DOC[_name], _percent), name=_name,
+    SCORERS.register(Scorer(_name, _fn, SCORER_DOC[_name], _percent, _gap), name=_name,
                      doc=f"CoIN {_name}: " + SCORER_DOC[_name].split(". ")[0].rstrip(".") + ".")
