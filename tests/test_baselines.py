@@ -25,6 +25,7 @@ from mmcit.methods.ewc import EWCConfig, add_squared_gradients, all_reduce_mean,
 from mmcit.methods.lwf import LwFConfig, distillation_kl, weights_swapped
 from mmcit.methods.replay import ReplayConfig, reservoir
 from mmcit.training import distributed as dist
+from mmcit.training.checkpoint import join_tensors, split_tensors
 from mmcit.training.config import TrainConfig
 from mmcit.training.loop import mixed_rows, train_stage
 from tests.test_integration import tiny_cfg
@@ -345,3 +346,32 @@ def test_the_teacher_forward_leaves_the_training_gradients_unchanged(tiny):
     model.peft.zero_grad(set_to_none=True)
     assert plain.keys() == swapped.keys() and plain
     assert all(torch.equal(plain[k], swapped[k]) for k in plain)
+
+
+def test_lwf_resumes_inside_a_task_with_the_kept_weights_of_its_start(tiny):
+    """A step checkpoint holds LwF's kept weights (split into safetensors like any method tensor); a
+    resumed method, whose before_stage copied the weights of the resume's moment, loads them back
+    and gives the identical distillation term."""
+    model, data, batch = tiny
+    stage = Stage("GQA", [data.tasks[1]], data.tasks, index=1)
+    method = build_method(LwFConfig())
+    method.before_stage(stage, model)
+    named = model.trainable_named_parameters()
+    start = {n: p.detach().clone() for n, p in named}
+    model.train()
+    with torch.no_grad():
+        for _, p in named:
+            p.add_(0.02)  # as if some steps had trained
+    before = method.extra_loss(model, batch, model(**batch)).item()
+    skeleton, tensors = split_tensors(method.state_dict())
+    assert len(tensors) == len(named)  # the kept copy goes to method_tensors.safetensors
+    state = join_tensors(json.loads(json.dumps(skeleton)), {k: v.clone() for k, v in tensors.items()})
+    resumed = build_method(LwFConfig())
+    resumed.before_stage(stage, model)  # copies today's (moved) weights ...
+    resumed.load_state_dict(state)  # ... which the checkpoint's copy replaces
+    assert all(torch.equal(resumed.teacher[n], start[n]) for n in start)
+    assert resumed.extra_loss(model, batch, model(**batch)).item() == before > 0
+    assert resumed.state_dict()["kl"][1] == method.state_dict()["kl"][1] + 1
+    with torch.no_grad():
+        for n, p in named:
+            p.copy_(start[n])
