@@ -32,6 +32,7 @@ from mmcit.training.loop import train_stage
 from mmcit.training.optim import num_steps
 from mmcit.training.resume import ResumePoint, prepare_run_dir, resume_inside_stage, resume_point
 from mmcit.training.rng import seed_everything
+from mmcit.training.sample_pass import SamplePass
 from mmcit.training.state import TrainState, TrainStats
 
 __all__ = ["run", "stage_train_config"]
@@ -59,7 +60,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     method.setup(model, RunContext(run_dir=run_dir, task_names=[t.name for t in data.tasks], seed=cfg.seed))
     stages = method.plan(data.tasks)
     point = resume_point(cfg, run_dir, model, method, stages, changes, log) if resume else ResumePoint()
-    record = RunRecord(cfg, [t.name for t in data.tasks], stages, method, point, started, checks.record())
+    record = RunRecord(cfg, [t.name for t in data.tasks], stages, method, point, started, checks.record(), model)
     if changes and record.matrix and dist.is_main():  # record the change now, not only after a stage
         record.write(run_dir)
     # General-skill sets on the base model (read back when resuming), then again after the stream.
@@ -69,6 +70,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
         method.before_stage(stage, model)
         stats = _train(cfg, run_dir, model, method, stage, point, record, progress, log)
         method.after_stage(stage, model)
+        method.consolidate(stage, model, SamplePass(model, stage_train_config(cfg, stage)))
         row, eval_seconds = evaluate_stage(model, method, stage, record.tasks, cfg.eval, run_dir, cfg.name, progress)
         record.add(stage, row, stats, eval_seconds)
         log(f"[{cfg.name}] after {stage.name}: " + ", ".join(
@@ -140,4 +142,5 @@ def _train(cfg: RunConfig, run_dir: Path, model: MMModel, method: Method, stage:
                                  extra={"elapsed_seconds": record.elapsed()})
 
     return train_stage(model, method, samples, train_cfg, seed=cfg.seed + stage.index, desc=f"train {stage.name}",
-                       progress=progress, resume=state, on_checkpoint=save_step if cfg.train.checkpoint_every else None)
+                       progress=progress, resume=state, on_checkpoint=save_step if cfg.train.checkpoint_every else None,
+                       mix=method.mixed_in(stage))

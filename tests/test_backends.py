@@ -51,6 +51,34 @@ def test_two_task_stream_runs_through_each_backend(tmp_path, cache_dir, ckpt, ba
     assert all(l["steps"] == 2 and l["first_loss"] == l["first_loss"] for l in saved["timing"]["stages"])
 
 
+# LwF's second forward through the cached tower tokens (hf_llava) in the default suite; EWC's Fisher
+# passes through pixel values (composed) and the other pairs are slow.
+BASELINES = [("hf_llava", "lwf")]
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("backend, method", [*BASELINES, *[pytest.param(b, m, marks=SLOW) for b, m in (
+    ("composed", "ewc"), ("composed", "lwf"), ("hf_llava", "ewc"), ("hf_llava", "replay"),
+    ("composed", "replay"))]])
+def test_the_baselines_run_on_each_backend(tmp_path, cache_dir, ckpt, backend, method):
+    """replay, ewc and lwf through the other backends: hf_llava trains through the tower's cached
+    tokens (LwF's second forward too), composed through pixel values (EWC's Fisher passes too)."""
+    args = hf_args(ckpt) if backend == "hf_llava" else composed_args(ckpt)
+    fast = ["method.fisher_samples=3"] if method == "ewc" else []
+    res = run(cfg_for(tmp_path, cache_dir, args, f"method={{type: {method}}}", *fast), progress=False, log=quiet)
+    assert res["complete"] and [len(r) for r in res["accuracy_matrix"]] == [1, 2]
+    assert all(0 < t["first_loss"] < 100 and 0 < t["last_loss"] < 100 for t in res["timing"]["stages"])
+    tasks = res["method_summary"].get("tasks", [])
+    if method == "ewc":
+        assert [t["fisher_samples"] for t in tasks] == [3, 3] and tasks[-1]["fisher_mean"] > 0
+        trainable = res["costs"]["trainable_parameters"]
+        assert res["costs"]["stored_parameters"]["method"] == {"fisher": trainable, "anchor": trainable}
+    elif method == "lwf":
+        assert [t["distilled"] for t in tasks] == [False, True] and tasks[1]["mean_kl"] >= 0
+    else:
+        assert res["costs"]["stored_samples"]["replay_buffer"] > 0
+
+
 @pytest.mark.parametrize("backend", ["hf_llava", "composed"])
 def test_lora_on_the_language_model_only_and_the_tower_frozen(tmp_path, cache_dir, ckpt, backend):
     args = hf_args(ckpt) if backend == "hf_llava" else composed_args(ckpt)

@@ -48,6 +48,7 @@ class RunConfig:
             if unknown:
                 raise ConfigError(f"train.{key}: {', '.join(unknown)} not in data.tasks "
                                   f"({', '.join(self.data.tasks)})")
+        self.method.validate_run(self)  # a method's options that depend on other blocks
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

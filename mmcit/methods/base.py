@@ -9,14 +9,18 @@ not in base classes. The recipe (``mmcit/recipe.py``) calls the hooks in this or
     stages = method.plan(tasks)
     for stage in stages:
         method.before_stage(stage, model)
+        samples, share = method.mixed_in(stage)       (only when the stage trains something)
         for each optimizer step:                       (none when the stage trains nothing)
+            the global batch: its stage rows, plus round(share * batch) rows of ``samples``
             loss (+ method.extra_loss(model, batch, outputs)) -> backward -> clip -> optimizer.step()
             method.after_optimizer_step(model)         # gradients are still present here
         method.after_stage(stage, model)
+        method.consolidate(stage, model, passes)       # final weights; passes over samples allowed
         method.select_adapter(task.test) for each task of stage.evaluate, then generation
         checkpoint: method.state_dict()
     (a resume calls method.load_state_dict(state) after setup, or after before_stage mid-stage)
-    method.summary() goes into results.json whenever it is written
+    method.summary() goes into results.json whenever it is written, with the run's costs, which
+    count method.stored_tensors() and method.stored_samples() besides the adapters
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 
     from mmcit.data.sample import Sample, TaskData
     from mmcit.models.wrapper import MMModel
+    from mmcit.training.sample_pass import SamplePass
 
 __all__ = ["METHODS", "Method", "MethodConfig", "RunContext", "Stage", "build_method"]
 
@@ -72,6 +77,10 @@ class MethodConfig:
     type: str = "lora_ft"
     __registry__: ClassVar[Registry]  # set below: ``type`` resolves through METHODS
 
+    def validate_run(self, run: Any) -> None:
+        """Checks of the method's options against the rest of the run's config (``run`` is the
+        RunConfig), raising ConfigError; called by ``RunConfig.validate``. Default: none."""
+
 
 class Method:
     """Base class: every hook is a no-op, so a method overrides only what it changes."""
@@ -98,8 +107,19 @@ class Method:
     def before_stage(self, stage: Stage, model: "MMModel") -> None:
         """Before a stage trains (choose or add an adapter, start an EMA, ...)."""
 
+    def mixed_in(self, stage: Stage) -> tuple[list["Sample"], float]:
+        """Samples from outside the stage mixed into its training batches, and the share of each
+        global batch they fill (replay); called after ``before_stage`` (and after a mid-stage
+        resume loaded the state). Default: none, so batches hold the stage's samples only."""
+        return [], 0.0
+
     def extra_loss(self, model: "MMModel", batch: dict, outputs: Any) -> "torch.Tensor | None":
-        """A term added to the language-model loss of a micro-batch (None: nothing)."""
+        """A term added to the language-model loss of a micro-batch (None: nothing).
+
+        ``batch`` is the collated micro-batch (``input_ids``, ``attention_mask``, ``pixel_values``,
+        ``labels``); where the loop fed the model the frozen tower's cached output, it also holds
+        those tokens as ``image_tokens``, for a method that runs a second forward (LwF).
+        """
         return None
 
     def after_optimizer_step(self, model: "MMModel") -> None:
@@ -107,6 +127,11 @@ class Method:
 
     def after_stage(self, stage: Stage, model: "MMModel") -> None:
         """After a stage trained, before it is evaluated (copy EMA weights in, ...)."""
+
+    def consolidate(self, stage: Stage, model: "MMModel", passes: "SamplePass") -> None:
+        """After ``after_stage``, before evaluation: the stage's weights are final. ``passes``
+        runs forward and backward over chosen samples the way training encodes them (EWC's
+        Fisher); a method that uses it leaves the gradients cleared."""
 
     def select_adapter(self, samples: list["Sample"]) -> list[str | None]:
         """The adapter each test sample is evaluated with; None keeps the active one."""
@@ -122,6 +147,16 @@ class Method:
 
     def summary(self) -> dict:
         """Method-specific figures for the report (JSON-serialisable)."""
+        return {}
+
+    # -- cost accounting ----------------------------------------------------------------------
+    def stored_tensors(self) -> dict[str, list["torch.Tensor"]]:
+        """Tensors the method keeps now besides the adapters, by kind (EWC: ``fisher``,
+        ``anchor``); results.json counts their values under ``costs.stored_parameters.method``."""
+        return {}
+
+    def stored_samples(self) -> dict[str, int]:
+        """Training samples the method keeps now (a replay buffer), counted by kind."""
         return {}
 
 

@@ -143,6 +143,15 @@ class MMModel:
             for n, p in params.items():
                 p.copy_(state[n].to(p.dtype))
 
+    def adapter_sizes(self) -> dict[str, int]:
+        """Values of each adapter's tensors (LoRA matrices and projector copy), by adapter name."""
+        return {name: sum(p.numel() for p in self._adapter_params(name).values()) for name in self.adapters}
+
+    def adapter_bytes(self) -> int:
+        """Bytes of every adapter's tensors, as held in memory."""
+        return sum(p.numel() * p.element_size() for name in self.adapters
+                   for p in self._adapter_params(name).values())
+
     def trainable_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         """``(name, parameter)`` of every tensor that trains now."""
         return [(n, p) for n, p in self.peft.named_parameters() if p.requires_grad]

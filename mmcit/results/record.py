@@ -7,22 +7,26 @@ from typing import TYPE_CHECKING, Any
 
 from mmcit.data.order import order_label
 from mmcit.io import write_json
+from mmcit.results.costs import run_costs
 from mmcit.results.report import build_results, environment
 
 if TYPE_CHECKING:
     from mmcit.config import RunConfig
     from mmcit.methods.base import Method, Stage
+    from mmcit.models.wrapper import MMModel
     from mmcit.training.resume import ResumePoint
     from mmcit.training.state import TrainStats
 
 
 class RunRecord:
     """The accuracy matrix (row j = after stage j), per-stage timing and everything results.json
-    holds; a resumed run starts from the rows of its finished stages."""
+    holds (with ``model``, the run's ``costs``, mmcit.results.costs); a resumed run starts from the
+    rows of its finished stages."""
 
     def __init__(self, cfg: "RunConfig", tasks: list[str], stages: list["Stage"], method: "Method",
-                 point: "ResumePoint", started: float, data_checks: dict | None = None) -> None:
-        self.cfg, self.tasks, self.stages, self.method = cfg, tasks, stages, method
+                 point: "ResumePoint", started: float, data_checks: dict | None = None,
+                 model: "MMModel | None" = None) -> None:
+        self.cfg, self.tasks, self.stages, self.method, self.model = cfg, tasks, stages, method, model
         self.data_checks = data_checks or {}  # skipped samples, scoring warnings (mmcit.data.preflight)
         self.matrix: list[list[float | None]] = list(point.matrix)
         self.timing: list[dict] = list(point.timing)
@@ -47,12 +51,14 @@ class RunRecord:
     def snapshot(self) -> dict[str, Any]:
         """The results dict as of now (what results.json holds)."""
         cfg = self.cfg
+        elapsed = self.elapsed()
+        costs = {} if self.model is None else {"costs": run_costs(self.model, self.method, self.timing, elapsed)}
         return build_results(
             cfg.method.type, self.tasks, [s.name for s in self.stages[: len(self.matrix)]], self.matrix,
             self.method.joint,
             {"name": cfg.name, "scoring_mode": cfg.eval.scoring_mode, "complete": len(self.matrix) == len(self.stages),
-             "timing": {"stages": self.timing, "total_seconds": self.elapsed()},
-             "method_summary": self.method.summary(), "environment": self.env,
+             "timing": {"stages": self.timing, "total_seconds": elapsed},
+             "method_summary": self.method.summary(), **costs, "environment": self.env,
              **({"data_checks": self.data_checks} if self.data_checks else {}),
              "order": order_label(cfg.data.order), "suite": cfg.data.suite,
              **({"general": self.general} if self.general else {}),

@@ -5,7 +5,9 @@ evaluated. It holds
 
 * ``adapters.safetensors``: every adapter's LoRA and projector weights;
 * ``method_state.json``: the adapter names, the active adapter, the method's ``state_dict()``,
-  and the stage index and elapsed time (for a resume);
+  and the stage index and elapsed time (for a resume); a method whose state holds tensors
+  between stages (EWC's Fisher) has them in ``method_tensors.safetensors``, referenced from the
+  JSON by key as in a step checkpoint (the file exists only then);
 * ``rng_state.json``: Python's and torch's global RNG states at that point (for a resume);
 * ``manifest.json``: sha256 and size of each file above, written last.
 
@@ -137,11 +139,16 @@ def save_checkpoint(run_dir: Path, index: int, stage: str, model: "MMModel", met
     # as incomplete until the new manifest lands.
     (folder / MANIFEST).unlink(missing_ok=True)
     save_safetensors(folder / ADAPTERS, _all_adapter_tensors(model), metadata={"stage": stage})
+    method_json, method_tensors = split_tensors(method.state_dict(), prefix="m")
+    if method_tensors:
+        save_safetensors(folder / METHOD_TENSORS, method_tensors)
+    else:  # a stale one from an earlier write of this folder must not be read back
+        (folder / METHOD_TENSORS).unlink(missing_ok=True)
     write_json(folder / METHOD_STATE, {"adapters": model.adapters, "active": model.active_adapter,
-                                       "method": _jsonable(method.state_dict()), "stage": stage,
+                                       "method": _jsonable(method_json), "stage": stage,
                                        "stage_index": index, **(extra or {})})
     write_json(folder / RNG_STATE, capture_rng(), indent=None)
-    write_manifest(folder, (ADAPTERS, METHOD_STATE, RNG_STATE))
+    write_manifest(folder, (ADAPTERS, METHOD_STATE, RNG_STATE, *((METHOD_TENSORS,) if method_tensors else ())))
     return folder
 
 
@@ -277,8 +284,7 @@ def read_step_checkpoint(folder: str | Path) -> tuple[dict[str, Any], TrainState
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    state = read_state(folder)
-    state["method"] = join_tensors(state.get("method", {}), load_file(str(folder / METHOD_TENSORS)))
+    state = read_state(folder)  # the method's tensors put back
     train = json.loads((folder / TRAIN_STATE).read_text(encoding="utf-8"))
     optimizer = join_tensors(train["optimizer"], load_file(str(folder / OPTIMIZER)))
     # JSON turned the optimizer's integer parameter ids into strings and tuples into lists.
@@ -288,13 +294,20 @@ def read_step_checkpoint(folder: str | Path) -> tuple[dict[str, Any], TrainState
             group["betas"] = tuple(group["betas"])
     fields = {k: train[k] for k in ("step", "total", "order", "rng", "first_loss", "last_loss", "seconds",
                                     "scheduler")}
-    return state, TrainState(**fields, optimizer=optimizer, global_rng=read_rng(folder))
+    return state, TrainState(**fields, optimizer=optimizer, global_rng=read_rng(folder), mix=train.get("mix"))
 
 
 # -- loading ---------------------------------------------------------------------------------------------
 def read_state(folder: str | Path) -> dict[str, Any]:
-    """The checkpoint's ``method_state.json`` (verify the folder first)."""
-    return json.loads((Path(folder) / METHOD_STATE).read_text(encoding="utf-8"))
+    """The checkpoint's ``method_state.json`` (verify the folder first), with the method's tensors
+    put back where the checkpoint has ``method_tensors.safetensors``."""
+    from safetensors.torch import load_file
+
+    state = json.loads((Path(folder) / METHOD_STATE).read_text(encoding="utf-8"))
+    tensors = Path(folder) / METHOD_TENSORS
+    if tensors.is_file() and isinstance(state.get("method"), dict):
+        state["method"] = join_tensors(state["method"], load_file(str(tensors)))
+    return state
 
 
 def read_rng(folder: str | Path) -> dict[str, Any] | None:

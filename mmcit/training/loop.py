@@ -2,6 +2,7 @@
 
     for each optimizer step:
         draw the global batch (a seeded permutation per epoch), take this process's share
+        (with ``mix``: its last rows drawn the same way from the mixed-in samples, e.g. replay)
         forward + loss (+ method.extra_loss) + backward, in micro-batches weighted by label tokens
         sum the gradients across processes, clip, optimizer.step()
         method.after_optimizer_step(model)      # gradients are still present here
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -34,7 +35,7 @@ from mmcit.training.optim import lr_lambda, make_optimizer, num_steps
 from mmcit.training.rng import restore_rng
 from mmcit.training.state import TrainState, TrainStats
 
-__all__ = ["NonFiniteLoss", "StageInputs", "train_stage"]
+__all__ = ["NonFiniteLoss", "StageInputs", "forward", "mixed_rows", "train_stage"]
 
 
 class StageInputs:
@@ -73,7 +74,7 @@ class _Cursor:
     """Where a stage stands: steps done, the data order left in this epoch, the shuffling RNG, the
     losses and the training seconds before this process took over."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int | str) -> None:
         self.rng = random.Random(seed)
         self.order: list[int] = []
         self.step = 0
@@ -86,6 +87,17 @@ class _Cursor:
         self.rng.setstate((version, tuple(internal), gauss))
         self.first, self.last = resume.first_loss, resume.last_loss
         self.seconds_before, self.step = resume.seconds, resume.step
+
+    def order_and_rng(self) -> dict:
+        """The data order left and the shuffling RNG's state, JSON-friendly."""
+        version, internal, gauss = self.rng.getstate()
+        return {"order": list(self.order), "rng": [version, list(internal), gauss]}
+
+    def restore_order(self, saved: dict) -> None:
+        """Inverse of :meth:`order_and_rng`."""
+        self.order = list(saved["order"])
+        version, internal, gauss = saved["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
 
     def next_batch(self, n_samples: int, batch_size: int) -> list[int]:
         if len(self.order) < batch_size:  # epoch boundary: a fresh permutation
@@ -101,38 +113,47 @@ class _Cursor:
         self.step += 1
 
 
+def mixed_rows(share: float, batch_size: int) -> int:
+    """Rows of a global batch that mixed-in samples fill: ``share * batch_size`` rounded half up,
+    at least 1 for a positive share and at most ``batch_size - 1`` (a batch keeps a row of the
+    stage's own samples)."""
+    if share <= 0 or batch_size < 2:
+        return 0
+    return min(batch_size - 1, max(1, math.floor(share * batch_size + 0.5)))
+
+
 def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: TrainConfig, *, seed: int,
                 desc: str = "train", progress: bool = True, resume: TrainState | None = None,
-                on_checkpoint: Callable[[TrainState], None] | None = None) -> TrainStats:
+                on_checkpoint: Callable[[TrainState], None] | None = None,
+                mix: tuple[list[Sample], float] | None = None) -> TrainStats:
     """Train one stage (see the module docstring); with ``cfg.checkpoint_every`` set,
     ``on_checkpoint`` gets a :class:`TrainState` every that many optimizer steps, and ``resume``
-    continues from one."""
+    continues from one. ``mix = (extra samples, share)`` fills ``mixed_rows(share, batch)`` rows
+    of every global batch with extra samples, drawn by a second seeded permutation; the number of
+    steps is the stage's own, so a step costs what it costs without the mix."""
     start = time.perf_counter()
     if cfg.batch_size % dist.world_size():
         raise ValueError(f"{desc}: batch size {cfg.batch_size} does not split over {dist.world_size()} processes")
-    inputs = StageInputs(model, samples, cfg)
+    extra, share = mix if mix is not None else ([], 0.0)
+    k = mixed_rows(share, cfg.batch_size) if extra else 0
+    inputs = StageInputs(model, samples + extra if k else samples, cfg)
     total = num_steps(len(samples), cfg)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg))
     params = [p for _, p in model.trainable_named_parameters()]
     cursor = _Cursor(seed)
+    mixer = _Cursor(f"mix-{seed}") if k else None  # its own stream: the stage's draws stay as without
     model.train()
     if resume is not None:
-        if resume.total != total:
-            raise ValueError(f"{desc}: the step checkpoint was taken in a stage of {resume.total} steps, "
-                             f"this stage has {total}")
-        # Optimizer before scheduler: the scheduler's state refers to the groups' learning rates.
-        optimizer.load_state_dict(resume.optimizer)
-        scheduler.load_state_dict(resume.scheduler)
-        cursor.restore(resume)
-        if resume.global_rng is not None:  # last: nothing above may draw from it afterwards
-            restore_rng(resume.global_rng)
+        _resume(resume, total, desc, optimizer, scheduler, cursor, mixer)
     every = cfg.checkpoint_every if on_checkpoint is not None else None
     pad = model.tokenizer.pad_token_id
     bar = tqdm(range(cursor.step, total), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
                initial=cursor.step, total=total)
     for step in bar:
-        idx = cursor.next_batch(len(samples), cfg.batch_size)
+        idx = cursor.next_batch(len(samples), cfg.batch_size - k)
+        if mixer is not None:
+            idx += [len(samples) + j for j in mixer.next_batch(len(extra), k)]
         value = _accumulate(model, method, [inputs[i] for i in dist.shard(idx)], pad, cfg.micro_batch_size,
                             inputs.via_tokens)
         if not math.isfinite(value):
@@ -150,15 +171,35 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
         cursor.record(value)
         bar.set_postfix(loss=f"{value:.3f}")
         if every and cursor.step % every == 0:
-            version, internal, gauss = cursor.rng.getstate()
-            on_checkpoint(TrainState(
-                step=cursor.step, total=total, order=list(cursor.order), rng=[version, list(internal), gauss],
-                first_loss=cursor.first, last_loss=cursor.last,
-                seconds=cursor.seconds_before + time.perf_counter() - start,
-                optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict()))
+            on_checkpoint(_state(cursor, mixer, total, time.perf_counter() - start, optimizer, scheduler))
     bar.close()
     return TrainStats(total, len(samples), cursor.first, cursor.last,
                       cursor.seconds_before + time.perf_counter() - start)
+
+
+def _resume(resume: TrainState, total: int, desc: str, optimizer, scheduler, cursor: _Cursor,
+            mixer: _Cursor | None) -> None:
+    """Put the optimizer, scheduler, data order and random state of ``resume`` back."""
+    if resume.total != total:
+        raise ValueError(f"{desc}: the step checkpoint was taken in a stage of {resume.total} steps, "
+                         f"this stage has {total}")
+    # Optimizer before scheduler: the scheduler's state refers to the groups' learning rates.
+    optimizer.load_state_dict(resume.optimizer)
+    scheduler.load_state_dict(resume.scheduler)
+    cursor.restore(resume)
+    if mixer is not None and resume.mix is not None:
+        mixer.restore_order(resume.mix)
+    if resume.global_rng is not None:  # last: nothing above may draw from it afterwards
+        restore_rng(resume.global_rng)
+
+
+def _state(cursor: _Cursor, mixer: _Cursor | None, total: int, seconds: float, optimizer, scheduler) -> TrainState:
+    """The TrainState of this moment (``seconds``: this process's training time of the stage)."""
+    saved = cursor.order_and_rng()
+    return TrainState(step=cursor.step, total=total, order=saved["order"], rng=saved["rng"],
+                      first_loss=cursor.first, last_loss=cursor.last, seconds=cursor.seconds_before + seconds,
+                      optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                      mix=mixer.order_and_rng() if mixer is not None else None)
 
 
 def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, micro: int | None,
@@ -177,17 +218,8 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     if not single:
         total_tokens = dist.all_reduce_sum(torch.tensor(float(sum(counts)), device=model.device)).item()
     value = None
-    base = model.peft.get_base_model()
     for k, (batch, count) in enumerate(zip(batches, counts)):
-        rows = local[k * micro: (k + 1) * micro]
-        if via_tokens and all(_has_image(f) for f in rows):  # the tower's output tokens: cached, or here
-            # Under the model's autocast, as its own forward runs the tower and projector: a bf16
-            # model's float32 projector would otherwise meet the tower's bf16 tokens.
-            with model.autocast():
-                inputs = with_image_tokens(base, batch, batch_tower_tokens(base, rows, batch))
-            outputs = model(**inputs)
-        else:
-            outputs = model(**batch)
+        outputs, batch = forward(model, local[k * micro: (k + 1) * micro], batch, via_tokens)
         loss = outputs.loss
         extra = method.extra_loss(model, batch, outputs)
         if extra is not None:
@@ -198,3 +230,20 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
         value = loss.detach().float() if value is None else value + loss.detach().float()
     # One sync per step: the progress bar and the NaN guard need the value, on every process alike.
     return float(dist.all_reduce_sum(value).item()) if not single else float(value.item())
+
+
+def forward(model: MMModel, rows: list[dict], batch: dict, via_tokens: bool) -> tuple[Any, dict]:
+    """The model's outputs on ``batch``, the collated encoded ``rows``; returns ``(outputs, batch)``.
+
+    With ``via_tokens`` the frozen tower's output tokens are used (cached in the rows, or computed
+    here) and the batch comes back with them as ``image_tokens``, for a method's second forward.
+    """
+    if not (via_tokens and all(_has_image(f) for f in rows)):  # text-only rows: the model's own forward
+        return model(**batch), batch
+    base = model.peft.get_base_model()
+    # Under the model's autocast, as its own forward runs the tower and projector: a bf16
+    # model's float32 projector would otherwise meet the tower's bf16 tokens.
+    with model.autocast():
+        tokens = batch_tower_tokens(base, rows, batch)  # cached, or computed here
+        inputs = with_image_tokens(base, batch, tokens)
+    return model(**inputs), {**batch, "image_tokens": tokens}

@@ -35,3 +35,4 @@ class TrainState:
     optimizer: dict[str, Any]  # optimizer.state_dict()
     scheduler: dict[str, Any]  # scheduler.state_dict() (LambdaLR: closures stored as None)
     global_rng: dict[str, Any] | None = None  # checkpoint.capture_rng(); restored just before the loop
+    mix: dict[str, Any] | None = None  # the mixed-in rows' order and RNG (train_stage's ``mix``), if any
