@@ -47,6 +47,7 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"train.task_batch_size: {', '.join(unknown)} not in data.tasks "
                               f"({', '.join(self.data.tasks)})")
+        self.method.validate_run(self)  # a method's options that depend on other blocks
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

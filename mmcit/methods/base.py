@@ -72,6 +72,10 @@ class MethodConfig:
     type: str = "lora_ft"
     __registry__: ClassVar[Registry]  # set below: ``type`` resolves through METHODS
 
+    def validate_run(self, run: Any) -> None:
+        """Checks of the method's options against the rest of the run's config (``run`` is the
+        RunConfig), raising ConfigError; called by ``RunConfig.validate``. Default: none."""
+
 
 class Method:
     """Base class: every hook is a no-op, so a method overrides only what it changes."""
