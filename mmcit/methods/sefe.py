@@ -134,10 +134,6 @@ class SEFE(Method):
         self.records.append({"stage": stage.name, "adapter": self.tasks.newest,
                              "positions": int(sum(p.numel() for p in self.positions)), "penalty": value})
 
-    def stored_tensors(self) -> dict[str, list[torch.Tensor]]:
-        """The recorded positions held during a stage (cost accounting; recomputed, not saved)."""
-        return {"key_positions": list(self.positions)} if self.positions else {}
-
     def state_dict(self) -> dict:
         """The task adapters and the records (the positions follow from the adapters)."""
         return {**self.tasks.state_dict(), "records": [dict(r) for r in self.records]}

@@ -18,8 +18,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import torch
-
     from mmcit.models.wrapper import MMModel
 
 __all__ = ["TaskLoRAs"]
@@ -58,10 +56,6 @@ class TaskLoRAs:
     def earlier(self) -> list[str]:
         """The frozen adapters of the tasks before the newest one."""
         return self.names[:-1]
-
-    def layer_weights(self, model: "MMModel", adapter: str) -> list[tuple["torch.Tensor", "torch.Tensor"]]:
-        """``(A, B)`` weights of ``adapter`` in every LoRA layer, in the model's layer order."""
-        return [(layer.lora_A[adapter].weight, layer.lora_B[adapter].weight) for _, layer in model.lora_layers()]
 
     def state_dict(self) -> dict:
         """The task adapters' names, in order."""
