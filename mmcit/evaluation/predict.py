@@ -2,10 +2,11 @@
 
 ``load_predictor(run_dir)`` rebuilds the model exactly as the run did (the run's resolved
 ``config.yaml``, the same data for the tokenizer and the cached pretrained base), recreates every
-adapter of the last checkpoint and loads its weights, and restores the method's state. A method
-that routes by instruction (LCIA) picks the adapter for each prompt from its codebook, by the
-prompt's text alone (no task label: the router scores every span of the prompt that may be its
-instruction); any other method answers with the adapter that was active at the checkpoint.
+adapter of the last checkpoint and loads its weights, and restores the method's state (after the
+method's ``setup``, as a run does). A method that routes by instruction (LCIA) picks the adapter for
+each prompt from its codebook, by the prompt's text alone (no task label: the router scores every
+span of the prompt that may be its instruction); any other method answers with the adapter that was
+active at the checkpoint (with the adapters it stacks, O-LoRA's and SEFE's).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from mmcit.config import load_config
 from mmcit.data.prompts import strip_image_tag
 from mmcit.data.sample import Sample
 from mmcit.data.stream import load_data
-from mmcit.methods.base import Method, build_method
+from mmcit.methods.base import Method, RunContext, build_method
 from mmcit.models.factory import build_model
 from mmcit.models.wrapper import MMModel
 from mmcit.training.checkpoint import last_checkpoint, read_state, restore_adapters, verify_checkpoint
@@ -78,7 +79,10 @@ def load_predictor(run_dir: str | Path, checkpoint: str | Path | None = None,
     # The tokenizer and the pretrained base are derived from the data: same data, same cache entry.
     data = load_data(cfg.data, cache_dir, log)
     model = build_model(cfg, data, cache_dir, log, progress=False)
-    active = restore_adapters(model, folder, state)
     method = build_method(cfg.method)
+    # As in a run: setup first (a method may reshape the adapters, e.g. MoELoRA's experts), then
+    # the weights, then the method's state (which may re-activate several adapters, e.g. O-LoRA's).
+    method.setup(model, RunContext(run_dir=run_dir, task_names=[t.name for t in data.tasks], seed=cfg.seed))
+    active = restore_adapters(model, folder, state)
     method.load_state_dict(state.get("method", {}))
     return Predictor(model, method, cfg.eval.max_new_tokens, active, folder)

@@ -64,6 +64,7 @@ class MMModel:
         self.pad_to_square = False  # model.image_aspect == "pad"
         self.active_adapter = adapter
         self.adapters: list[str] = [adapter]
+        self.stacked: list[str] = []  # adapters whose LoRAs answer together (stack_adapters), if any
         # Where batches go, and the precision the frozen weights compute in: trainable weights stay
         # float32 and a bf16/fp16 model runs under autocast (mixed precision, as LLaVA trains).
         first = next(peft_model.parameters())
@@ -99,8 +100,10 @@ class MMModel:
         return cls(peft_model, processor, adapter, template, parts)
 
     # -- adapters -----------------------------------------------------------------------------
-    def add_adapter(self, name: str, copy_from: str | None = None) -> None:
-        """Add a named adapter (LoRA + projector copy), initialised as a copy of ``copy_from``."""
+    def add_adapter(self, name: str, copy_from: str | None = None, fresh_lora: bool = False) -> None:
+        """Add a named adapter (LoRA + projector copy), initialised as a copy of ``copy_from``; with
+        ``fresh_lora`` only the projector copy is copied and the LoRA keeps peft's fresh
+        initialisation (random A, zero B: the adapter adds nothing until it trains)."""
         if name in self.adapters:
             raise ValueError(f"adapter {name!r} exists already")
         source = copy_from or self.active_adapter
@@ -108,18 +111,45 @@ class MMModel:
         self.peft.add_adapter(name, cfg)
         _float32_trainables(self.peft)
         self.adapters.append(name)
-        src = self.adapter_state(source)
-        self.load_adapter_state(name, {k.replace(f".{source}.", f".{name}."): v for k, v in src.items()})
+        state = {k.replace(f".{source}.", f".{name}."): v for k, v in self.adapter_state(source).items()}
+        if fresh_lora:
+            own = self.adapter_state(name)
+            state = {k: v if "modules_to_save" in k else own[k] for k, v in state.items()}
+        self.load_adapter_state(name, state)
         self.set_adapter(name)
 
     def set_adapter(self, name: str) -> None:
-        """Make ``name`` the active adapter (its LoRA and projector copy answer and train)."""
+        """Make ``name`` the active adapter (its LoRA and projector copy answer and train). Switching
+        to another adapter ends a stack (``stack_adapters``); naming the stack's last one keeps it."""
         if name not in self.adapters:
             raise KeyError(f"unknown adapter {name!r}; have {self.adapters}")
         if name != self.active_adapter:
-            self.peft.set_adapter(name)
+            self.peft.set_adapter(name)  # every LoRA layer back to this one adapter
             self.active_adapter = name
+            self.stacked = []
         # peft's set_adapter marks the active adapter trainable; keep the vision tower frozen.
+
+    def stack_adapters(self, names: list[str]) -> None:
+        """Let the LoRAs of ``names`` answer together, their updates summed in every LoRA layer
+        (peft sums a layer's active adapters), with the projector copy of the last one; only the
+        last adapter's LoRA and projector copy train. Checkpoints still record the last one as the
+        active adapter: a method that stacks restores its stack after a resume."""
+        if not names or any(n not in self.adapters for n in names):
+            raise KeyError(f"cannot stack {names}; have {self.adapters}")
+        self.set_adapter(names[-1])
+        for _, layer in self.lora_layers():
+            layer.set_adapter(list(names))
+        key = f".{names[-1]}."
+        for n, p in self.peft.named_parameters():
+            if "lora_" in n or "modules_to_save" in n:
+                p.requires_grad_(key in n)
+        self.stacked = list(names)
+
+    def lora_layers(self) -> list[tuple[str, torch.nn.Module]]:
+        """``(name, layer)`` of every LoRA layer (a peft layer with ``lora_A``/``lora_B`` per adapter:
+        the language model's target linears)."""
+        return [(n, m) for n, m in self.peft.named_modules()
+                if isinstance(getattr(m, "lora_A", None), torch.nn.ModuleDict)]
 
     def _adapter_params(self, name: str) -> dict[str, torch.nn.Parameter]:
         key = f".{name}."
