@@ -1,8 +1,9 @@
 """One global feature vector per image from a model's frozen vision tower, for methods that compare
 images with stored task anchors (``mmcit.routing.anchors``).
 
-The vector is the tower's output as the projector receives it (the configured hidden layer, without
-the class token where the backend drops it), averaged over its tokens. It comes before the
+The vector is the tower's output tokens, averaged: for a ViT the configured hidden layer's patch
+tokens (``tower_cache.tower_tokens`` drops the class token; ``composed`` keeps it when its
+``feature_select`` is ``full``), for the tiny model's CNN one token per cell of its feature map. It comes before the
 projector on purpose: the projector trains, and differs between adapters, so features taken after
 it would move while the anchors they are compared with stay put. Every backend of mmcit has such a
 tower: ``tiny_llava`` and ``hf_llava`` (transformers LLaVA-style models, through
