@@ -36,10 +36,11 @@ from tests.test_integration import tiny_cfg
 
 REPO = Path(__file__).resolve().parent.parent
 THREE = "data.tasks=[TextVQA, GQA, VizWiz]"
-# One run folder per entry. The default suite kills two folders (the EMA's and LCIA's state); the
-# slow variant the four of the original fault campaign.
-QUICK = (["adaptive_ema", "lcia"], 5)
-FULL = (["lora_ft", "lcia", "adaptive_ema", "lcia"], 6)
+# One run folder per entry. The default suite kills three folders (the EMA's and LCIA's state, and
+# hide_llava's: anchors, and lower layers fused after each task); the slow variant the four of the
+# original fault campaign and the other per-task-adapter methods (eproj, disco).
+QUICK = (["adaptive_ema", "lcia", "hide_llava"], 5)
+FULL = (["lora_ft", "lcia", "adaptive_ema", "lcia", "eproj", "disco", "hide_llava"], 6)
 SEED = 20250607  # the kill moments are reproducible
 
 

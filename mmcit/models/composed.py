@@ -74,16 +74,20 @@ class ComposedVLM(nn.Module):
         self.keep_class_token = keep_class_token
         self.config = language_model.config  # what peft and generation helpers look at
 
-    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The projected image tokens of a batch of images: (B, tokens, LM width)."""
+    def tower_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The tower's tokens as the projector receives them: (B, tokens, tower width)."""
         out = self.vision_tower.forward_intermediates(
             pixel_values.to(next(self.vision_tower.parameters()).dtype), indices=[self.block_index],
             stop_early=True, intermediates_only=True, output_fmt="NLC", output_extra_tokens=self.keep_class_token)
         feats = out["image_intermediates"][0]
         if self.keep_class_token:
             feats = torch.cat([out["image_intermediates_prefix"][0], feats], dim=1)
+        return feats
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The projected image tokens of a batch of images: (B, tokens, LM width)."""
         # In bf16/fp16 runs the caller's autocast reconciles the tower's dtype with the float32 projector.
-        return self.multi_modal_projector(feats)
+        return self.multi_modal_projector(self.tower_features(pixel_values))
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
         """The LM's input embeddings with the image tokens' rows replaced by the image features."""
