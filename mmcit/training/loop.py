@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from mmcit.data.collate import IGNORE_INDEX, collate
+from mmcit.data.collate import IGNORE_INDEX, collate, pack
 from mmcit.data.sample import Sample
 from mmcit.errors import NonFiniteLoss
 from mmcit.methods.base import Method
@@ -30,6 +30,7 @@ from mmcit.models.tower_cache import attach_cached_tokens, batch_tower_tokens, c
 from mmcit.models.wrapper import MMModel
 from mmcit.training import distributed as dist
 from mmcit.training.config import TrainConfig
+from mmcit.training.loss import compute_loss
 from mmcit.training.optim import lr_lambda, make_optimizer, num_steps
 from mmcit.training.rng import restore_rng
 from mmcit.training.state import TrainState, TrainStats
@@ -129,7 +130,7 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
     for step in bar:
         idx = cursor.next_batch(len(samples), cfg.batch_size)
         value = _accumulate(model, method, [inputs[i] for i in dist.shard(idx)], pad, cfg.micro_batch_size,
-                            inputs.via_tokens)
+                            inputs.via_tokens, cfg)
         if not math.isfinite(value):
             raise NonFiniteLoss(f"{desc}: loss is {value} at step {step + 1}/{total}; stopping this task")
         if dist.world_size() > 1:  # text-only rows leave the projector without a gradient; the sum needs every rank's
@@ -157,7 +158,7 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
 
 
 def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, micro: int | None,
-                via_tokens: bool = False) -> float:
+                via_tokens: bool = False, cfg: TrainConfig | None = None) -> float:
     """Forward and backward this process's rows of the global batch, in micro-batches; returns the
     loss of the whole global batch (the same value on every process).
 
@@ -166,23 +167,23 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     micro-batch size and the number of processes. (One micro-batch on one process: weight 1.)
     """
     micro = micro or len(local)
-    batches = [collate(local[k: k + micro], pad, "right") for k in range(0, len(local), micro)]
+    chunks = [local[k: k + micro] for k in range(0, len(local), micro)]
+    batches, chunks = _batches(chunks, pad, cfg)
     counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
     single = len(batches) == 1 and dist.world_size() == 1
     if not single:
         total_tokens = dist.all_reduce_sum(torch.tensor(float(sum(counts)), device=model.device)).item()
     value = None
     base = model.peft.get_base_model()
-    for k, (batch, count) in enumerate(zip(batches, counts)):
-        rows = local[k * micro: (k + 1) * micro]
+    for batch, count, rows in zip(batches, counts, chunks):
         if via_tokens:  # the tower's output tokens: computed once per stage, or here
             # Under the model's autocast, as its own forward runs the tower and projector: a bf16
             # model's float32 projector would otherwise meet the tower's bf16 tokens.
             with model.autocast():
                 inputs = with_image_tokens(base, batch, batch_tower_tokens(base, rows, batch))
-            outputs = model(**inputs)
+            outputs = compute_loss(model, inputs, cfg.loss if cfg else "model")
         else:
-            outputs = model(**batch)
+            outputs = compute_loss(model, batch, cfg.loss if cfg else "model")
         loss = outputs.loss
         extra = method.extra_loss(model, batch, outputs)
         if extra is not None:
@@ -193,3 +194,11 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
         value = loss.detach().float() if value is None else value + loss.detach().float()
     # One sync per step: the progress bar and the NaN guard need the value, on every process alike.
     return float(dist.all_reduce_sum(value).item()) if not single else float(value.item())
+
+
+def _batches(chunks: list[list[dict]], pad: int, cfg: TrainConfig | None) -> tuple[list[dict], list[list[dict]]]:
+    """Each micro-batch's padded batch, or its packed one with its rows in packing order."""
+    if cfg is None or not cfg.packing:
+        return [collate(c, pad, "right") for c in chunks], chunks
+    packed = [pack(c, pad, cfg.pack_length) for c in chunks]
+    return [b for b, _ in packed], [[c[i] for i in order] for c, (_, order) in zip(chunks, packed)]
