@@ -137,3 +137,25 @@ def with_image_tokens(model, batch: dict, tokens: torch.Tensor | None) -> dict:
         embeds = embeds.masked_scatter((ids == model.config.image_token_id).unsqueeze(-1), image)
     # A packed batch (``pack``) has position ids instead of an attention mask.
     return {"inputs_embeds": embeds, **{k: batch[k] for k in ("attention_mask", "position_ids", "labels") if k in batch}}
+
+
+def with_cached_images(model, batch: dict, keys: list[str], cache: dict[str, torch.Tensor]) -> dict | None:
+    """A generation batch (from ``collate``) as input embeddings, each image's tower tokens taken from
+    ``cache`` by its key (an image's path), or computed now for the images missing there and kept
+    while the cache stays under MAX_CACHE_BYTES. ``keys``: one per row with an image, in row order.
+    None when this model's tower output cannot be reused (``cacheable``) or no row has an image.
+    ``input_ids`` stay in the result: generation continues from them.
+    """
+    pixels = batch.get("pixel_values")
+    if pixels is None or not cacheable(model):
+        return None
+    missing = [k for k, key in enumerate(keys) if key not in cache]
+    fresh = dict(zip(missing, tower_tokens(model, pixels[missing], batch_size=len(missing)))) if missing else {}
+    used = sum(t.numel() * t.element_size() for t in cache.values())
+    for k, t in fresh.items():
+        size = t.numel() * t.element_size()
+        if used + size <= MAX_CACHE_BYTES:
+            cache[keys[k]] = t
+            used += size
+    tokens = torch.stack([fresh[k] if k in fresh else cache[key] for k, key in enumerate(keys)])
+    return {"input_ids": batch["input_ids"], **with_image_tokens(model, batch, tokens)}
