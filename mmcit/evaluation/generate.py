@@ -14,7 +14,7 @@ from mmcit.evaluation.config import EvalConfig
 from mmcit.evaluation.scoring import score_task
 from mmcit.io import write_jsonl
 from mmcit.methods.base import Method, Stage
-from mmcit.models.tower_cache import with_cached_images
+from mmcit.models.tower_cache import MAX_CACHE_BYTES, with_cached_images
 from mmcit.models.wrapper import MMModel
 from mmcit.training import distributed as dist
 
@@ -62,7 +62,7 @@ def generate_answers(
         with model.merged() if opts.merge_adapters else contextlib.nullcontext():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
-                batch = collate([encoder.encode_prompt(samples[i]) for i in chunk], pad, "left")
+                batch = collate([_encoded(model, encoder, samples[i]) for i in chunk], pad, "left")
                 if opts.image_cache:
                     keys = [str(samples[i].image) for i in chunk if samples[i].image is not None]
                     with model.autocast():
@@ -74,6 +74,22 @@ def generate_answers(
     bar.close()
     model.set_adapter(previous)
     return answers
+
+
+def _encoded(model: MMModel, encoder, sample: Sample) -> dict:
+    """``encoder.encode_prompt(sample)``, kept on the model for the next evaluation of the same test
+    sample (every later stage evaluates it again) while the kept pixels stay under MAX_CACHE_BYTES.
+    Encoding is deterministic: the same ids and pixels, without decoding the image again."""
+    key = (sample.task, sample.id, str(sample.image), sample.turns[0][0] if sample.turns else "")
+    row = model.encoded_prompts.get(key)
+    if row is None:
+        row = encoder.encode_prompt(sample)
+        pixels = row.get("pixel_values")
+        size = 0 if pixels is None else pixels.numel() * pixels.element_size()
+        if model.encoded_bytes + size <= MAX_CACHE_BYTES:
+            model.encoded_prompts[key] = row
+            model.encoded_bytes += size
+    return row
 
 
 def evaluate_task(

@@ -56,7 +56,10 @@ class MMModel:
         frozen = {p.dtype for p in peft_model.parameters() if not p.requires_grad and p.is_floating_point()}
         low = [d for d in (torch.bfloat16, torch.float16) if d in frozen]
         self.autocast_dtype = low[0] if low else None
-        # eval.image_cache: the frozen tower's output per image (path), kept across evaluations.
+        # Kept across evaluations (every later stage evaluates a task's test samples again): each test
+        # sample's encoded prompt, and (eval.image_cache) the frozen tower's output per image path.
+        self.encoded_prompts: dict[tuple, dict] = {}
+        self.encoded_bytes = 0
         self.image_tokens: dict[str, torch.Tensor] = {}
 
     # -- construction -------------------------------------------------------------------------
