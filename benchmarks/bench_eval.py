@@ -10,9 +10,9 @@ images from disk and encodes the prompts itself, and generates exactly ``--new-t
 (``min_new_tokens``), so all do the same work. The loops run interleaved, one of each per round,
 and each figure is the median over the rounds: on a shared machine only the ratios mean much.
 mmcit routes the samples to two adapters (half each); the plain loops use one (peft's active one).
-mmcit keeps each test sample's encoded prompt for the next evaluation of it (every later stage of a
-stream evaluates a task again): from the second round on it does not decode the images again, which
-the plain loops do every time.
+mmcit keeps each test sample's encoded prompt (and with ``eval.image_cache`` each image's tower
+output) for the next evaluation of it, as every later stage of a stream evaluates a task again: the
+variants time such a later evaluation, except "first evaluation", which starts with nothing kept.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ WORDS = ("red green blue cat dog house tree what where which colour shape left r
          "image picture object small large count how many is there a the of on in").split()
 #: mmcit's evaluation variants: name -> eval options.
 VARIANTS = {
+    "mmcit default, first evaluation": {"first": True},
     "mmcit default": {},
     "mmcit merge_adapters": {"merge_adapters": True},
     "mmcit merge + image_cache": {"merge_adapters": True, "image_cache": True},
@@ -114,7 +115,13 @@ def plain_loop(model: MMModel, samples: list[Sample], batch_size: int, new_token
 
 def mmcit_eval(model: MMModel, samples: list[Sample], adapters: list[str], batch_size: int, new_tokens: int,
                options: dict) -> None:
-    """mmcit's evaluation of the routed samples with these eval options."""
+    """mmcit's evaluation of the routed samples with these eval options; with ``first``, as the first
+    evaluation of these samples (nothing kept from an earlier one: prompts encoded, tower run)."""
+    options = dict(options)
+    if options.pop("first", False):
+        model.encoded_prompts.clear()
+        model.encoded_bytes = 0
+        model.image_tokens.clear()
     generate_answers(model, samples, adapters, batch_size, new_tokens, progress=False, options=EvalConfig(**options))
 
 
