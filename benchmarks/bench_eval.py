@@ -108,7 +108,8 @@ def plain_loop(model: MMModel, samples: list[Sample], batch_size: int, new_token
         images = [Image.open(samples[i].image).convert("RGB") for i in rows]
         batch = processor(images=images, text=[texts[i] for i in rows], return_tensors="pt", padding=True,
                           add_special_tokens=False).to(model.device)
-        with torch.no_grad():
+        # Under autocast for a bf16 model: its adapters (projector copies included) are float32.
+        with torch.no_grad(), model.autocast():
             model.peft.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                 pad_token_id=tok.pad_token_id)
 

@@ -310,8 +310,12 @@ def ema_figures(model: MMModel, feats: list[dict], s: dict, device: str, step_s:
     loss.backward()  # gradients present, as right after optimizer.step()
     named = model.trainable_named_parameters()
     floor_ms = bench_ema.traffic_floor_bytes(named) / (bench_ema.copy_bandwidth_gbs(device) * 1e9) * 1e3
-    for k in dict.fromkeys((kernel, "torch")):
+    done = set()
+    for k in (kernel, "torch"):
         ema = AdaptiveEMA(named, kernel=k)
+        if ema.kernel in done:  # "auto" on a CPU is the plain path again
+            continue
+        done.add(ema.kernel)
         for _ in range(3):  # the first call only copies; the fused kernels compile on their first blend
             ema.update()
         sync(device)

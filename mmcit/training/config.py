@@ -65,6 +65,8 @@ class TrainConfig:
             (0 <= self.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
             (self.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}"),
             (self.loss in LOSSES, f"train.loss must be one of {', '.join(LOSSES)}"),
+            # answer/fused call the backbone directly, past the wrapper FSDP's root hooks sit on.
+            (self.loss == "model" or not self.fsdp, "train.loss=answer/fused is not supported with train.fsdp"),
             (self.pack_length is None or self.pack_length >= 1, "train.pack_length must be >= 1 (or null)"),
         ]
         for ok, message in checks:
