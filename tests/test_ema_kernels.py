@@ -48,7 +48,7 @@ E = [torch.randn(n) for n in sizes]
 g = [torch.randn(n).bfloat16() for n in sizes]
 gp = [torch.randn(n) for n in sizes]
 fu = FusedUpdate(sizes, torch.device("cpu"))
-out = fu.norms(fu.prepare(th, E, g, gp), th, E, g, gp)
+out = fu.norms(fu.prepare(th, E, g, gp))
 for i in range(len(sizes)):
     ref = [(th[i].double() - E[i].double()).abs().sum(), g[i].double().abs().sum(),
            (g[i].double() - gp[i].double()).abs().sum()]
@@ -94,3 +94,32 @@ def test_auto_takes_the_plain_path_on_a_cpu():
     assert AdaptiveEMA([("w", p)]).kernel == "torch"
     with pytest.raises(ValueError, match="kernel must be"):
         AdaptiveEMA([("w", p)], kernel="cuda")
+
+
+def test_launch_tables_are_built_once_and_rebuilt_only_when_tensors_move():
+    """The host's launch preparation (no kernel runs here): offset tables are reused while the
+    parameters and gradients stay where they were, rebuilt when the gradients move, and kept in
+    step with the pointers; no tensor of a step is held afterwards."""
+    from mmcit.ema.kernels import FusedUpdate
+
+    params = [torch.nn.Parameter(torch.randn(n)) for n in (8, 5, 12)]
+    shadow = [p.detach().clone() for p in params]
+    grad_prev = [torch.zeros_like(p) for p in params]
+    fu = FusedUpdate([p.numel() for p in params], torch.device("cpu"))
+    assert fu.prepare_params(params, shadow, grad_prev) is None  # no gradients yet
+    flat = torch.zeros(32)  # gradients at known addresses: views into one buffer, 16-byte aligned
+    for p, (a, b) in zip(params, ((0, 8), (8, 13), (16, 28))):
+        p.grad = flat[a:b]
+    first = fu.prepare_params(params, shadow, grad_prev)
+    tables = list(first.tables)
+    assert first.tables[2].tolist() == [0, 8, 16] and first.bases[2] is params[0].grad
+    again = fu.prepare_params(params, shadow, grad_prev)
+    assert all(a is b for a, b in zip(again.tables, tables))  # nothing rebuilt
+    moved = torch.zeros(64)
+    for p, (a, b) in zip(params, ((4, 12), (24, 29), (40, 52))):
+        p.grad = moved[a:b]
+    third = fu.prepare_params(params, shadow, grad_prev)
+    assert third.tables[2].tolist() == [0, 20, 36] and third.tables[0] is tables[0]
+    assert all(not (isinstance(v, torch.Tensor) and v.data_ptr() == flat.data_ptr()) for v in vars(fu).values())
+    params[1].grad = moved[25:30]  # off a 16-byte boundary: the kernels do not apply
+    assert fu.prepare_params(params, shadow, grad_prev) is None

@@ -48,6 +48,9 @@ class RunConfig:
             if unknown:
                 raise ConfigError(f"train.{key}: {', '.join(unknown)} not in data.tasks "
                                   f"({', '.join(self.data.tasks)})")
+        if self.train.packing and self.model.type == "hf_vlm":
+            raise ConfigError("train.packing is not supported with model.type=hf_vlm (its processor builds "
+                              "the batches); use the default padded batches")
         self.method.validate_run(self)  # a method's options that depend on other blocks
 
 

@@ -150,3 +150,56 @@ def collate(features: list[dict], pad_id: int, padding_side: str = "right") -> d
     if batch_labels:
         batch["labels"] = torch.tensor(batch_labels, dtype=torch.long)
     return batch
+
+
+def pack(features: list[dict], pad_id: int, capacity: int | None = None) -> tuple[dict, list[int]]:
+    """Pack training features into few rows with no padding between them (sequence packing).
+
+    Features go first-fit in decreasing length into rows of ``capacity`` tokens (default: the
+    longest feature, so that no row grows longer than the padded batch would be; a longer feature
+    gets a row of its own); the last rows end in padding where they are not full. Each sequence's
+    position ids start again at 0, which is how a transformers model finds the attention
+    boundaries of packed sequences (no ``attention_mask``: a token attends only within its own
+    sequence; a row's padding is a sequence of its own). Each sequence's first label is -100: an
+    unpacked row never predicts its first token either, and here it would be predicted from the
+    previous sequence's last token.
+
+    Returns the batch (``input_ids``, ``labels``, ``position_ids``, ``pixel_values`` in packing
+    order) and the features' indices in packing order (row by row), the order in which a model
+    fills the batch's image tokens.
+    """
+    lengths = [len(f["input_ids"]) for f in features]
+    capacity = max(capacity or 0, max(lengths))
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(features)), key=lambda k: -lengths[k]):
+        slot = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
+        if slot is None:
+            rows.append([])
+            free.append(capacity)
+            slot = len(rows) - 1
+        rows[slot].append(i)
+        free[slot] -= lengths[i]
+    width = max(capacity - room for room in free)
+    ids, labels, positions = [], [], []
+    for members in rows:
+        r_ids, r_labels, r_pos = [], [], []
+        for i in members:
+            f = features[i]
+            r_ids += f["input_ids"]
+            r_labels += [IGNORE_INDEX] + f["labels"][1:]
+            r_pos += list(range(lengths[i]))
+        pad = width - len(r_ids)
+        ids.append(r_ids + [pad_id] * pad)
+        labels.append(r_labels + [IGNORE_INDEX] * pad)
+        positions.append(r_pos + list(range(pad)))
+    order = [i for members in rows for i in members]
+    batch = {
+        "input_ids": torch.tensor(ids, dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.long),
+        "position_ids": torch.tensor(positions, dtype=torch.long),
+    }
+    pixels = [features[i]["pixel_values"] for i in order if features[i].get("pixel_values") is not None]
+    if pixels:
+        batch["pixel_values"] = torch.stack(pixels)
+    return batch, order

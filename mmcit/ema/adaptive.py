@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from mmcit.ema import plain
-from mmcit.ema.groups import GroupLayout, layer_group, local_part, shard_group
+from mmcit.ema.groups import GroupLayout, is_dtensor, layer_group, local_part, shard_group
 
 __all__ = ["AdaptiveEMA"]
 
@@ -139,6 +139,7 @@ class AdaptiveEMA:
         self._acc_dtype = torch.promote_types(state_dtype, torch.float32)
         self._init_state(local)
         self._fused = self._make_fused(kernel, local)
+        self._plain_params = not any(is_dtensor(p) for p in self._params)
 
     def _init_state(self, local: list[torch.Tensor]) -> None:
         """Persistent state: one state_dtype copy of the weights and one of the gradients, and the
@@ -180,6 +181,15 @@ class AdaptiveEMA:
             return None
         return FusedUpdate([t.numel() for t in local], self.device)
 
+    def _launch(self):
+        """The fused kernels' arguments for this step (``kernels.Launch``), or None for the plain path."""
+        if self._fused is None:
+            return None
+        if self._plain_params:  # pointers straight from the parameters: no per-tensor views each step
+            return self._fused.prepare_params(self._params, self._shadow, self._grad_prev)
+        grads = [None if p.grad is None else local_part(p.grad) for p in self._params]
+        return self._fused.prepare([local_part(p) for p in self._params], self._shadow, grads, self._grad_prev)
+
     @property
     def kernel(self) -> str:
         """Which path update() takes when it can: ``"triton"`` (fused kernels) or ``"torch"``."""
@@ -194,13 +204,13 @@ class AdaptiveEMA:
         gradient. A group is *skipped* (EMA and g_prev untouched, counted in :attr:`num_skipped`)
         when one of its gradients holds NaN/inf or one of its parameters has ``.grad is None``.
         """
-        thetas = [local_part(p) for p in self._params]
-        grads = [None if p.grad is None else local_part(p.grad) for p in self._params]
-        fused = None if self._fused is None else self._fused.prepare(thetas, self._shadow, grads, self._grad_prev)
+        fused = self._launch()
         if fused is not None:
-            per_tensor = self._fused.norms(fused, thetas, self._shadow, grads, self._grad_prev)
+            per_tensor = self._fused.norms(fused)
             sums = self._layout.group_sums(per_tensor.to(self._acc_dtype))
         else:
+            thetas = [local_part(p) for p in self._params]
+            grads = [None if p.grad is None else local_part(p.grad) for p in self._params]
             sums = self._layout.group_sums(plain.norms(thetas, self._shadow, grads, self._grad_prev,
                                                        self._layout.chunks, self._acc_dtype, self._nan, self._zero))
         if self._reduce_group is not None:
@@ -231,8 +241,7 @@ class AdaptiveEMA:
         per_tensor_weight = weight.to(self.state_dtype)[self._layout.tensor_group]  # lerp wants E's dtype
         per_tensor_valid = valid[self._layout.tensor_group]
         if fused is not None:
-            self._fused.blend(fused, thetas, self._shadow, grads, self._grad_prev, per_tensor_weight,
-                              per_tensor_valid)
+            self._fused.blend(fused, per_tensor_weight, per_tensor_valid)
             self._steps += 1
             return
         plain.blend(self._shadow, thetas, grads, self._grad_prev, per_tensor_weight, per_tensor_valid)

@@ -20,6 +20,8 @@ copied into a flat buffer. Without a GPU they run under Triton's interpreter
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import triton
 import triton.language as tl
@@ -68,7 +70,7 @@ def _blend_kernel(theta, E, g, gp, t_off, e_off, g_off, p_off, block_tensor, blo
     idx = start + tl.arange(0, BLOCK)
     mask = idx < tl.load(numel + t)
     w = tl.load(weight + t)
-    ok = tl.load(valid + t) != 0
+    ok = tl.load(valid + t) != 0  # valid: a bool tensor, read as is
     e_ptr = E + tl.multiple_of(tl.load(e_off + t), AE) + idx
     p_ptr = gp + tl.multiple_of(tl.load(p_off + t), AP) + idx
     th = tl.load(theta + tl.multiple_of(tl.load(t_off + t), AT) + idx, mask=mask, other=0.0)
@@ -93,18 +95,37 @@ def _align(t: torch.Tensor) -> int:
 def offsets(tensors: list[torch.Tensor]) -> torch.Tensor | None:
     """Element offsets of each tensor's start from the first one's, or None if some tensor is not
     contiguous, has another dtype, or starts off a 16-byte boundary (the kernels then do not apply)."""
-    base = tensors[0]
-    size = base.element_size()
-    out = []
-    for t in tensors:
-        if t.dtype != base.dtype or not t.is_contiguous() or t.data_ptr() % 16:
-            return None
-        out.append((t.data_ptr() - base.data_ptr()) // size)
-    return torch.tensor(out, dtype=torch.int64)
+    host = _offsets_of(tensors, [t.data_ptr() for t in tensors])
+    return None if host is None else torch.tensor(host, dtype=torch.int64)
+
+
+def _offsets_of(tensors: list[torch.Tensor], ptrs: list[int]) -> list[int] | None:
+    base, size = tensors[0], tensors[0].element_size()
+    if any(p % 16 for p in ptrs) or any(t.dtype != base.dtype or not t.is_contiguous() for t in tensors):
+        return None
+    return [(p - ptrs[0]) // size for p in ptrs]
+
+
+class Launch:
+    """What the kernels of one step take: the first tensor of each of the four lists (the base the
+    offsets count from) and the four device offset tables."""
+
+    __slots__ = ("bases", "tables")
+
+    def __init__(self, bases: list[torch.Tensor], tables: list[torch.Tensor]):
+        self.bases = bases
+        self.tables = tables
 
 
 class FusedUpdate:
-    """The block layout of a fixed list of tensors (their numels), built once, and the launches."""
+    """The block layout of a fixed list of tensors (their numels), built once, and the launches.
+
+    The launch arguments are prepared once and reused: the block layout and the work buffers at
+    construction, each offset table when its tensors first come and again only when they moved
+    (the gradients may, under ``zero_grad(set_to_none=True)``; the caching allocator mostly hands
+    the same addresses back, and then nothing is rebuilt). A step costs the host one pointer read per
+    parameter and gradient (:meth:`prepare_params`), no tensor objects, and three kernel launches.
+    """
 
     def __init__(self, numels: list[int], device: torch.device):
         block_tensor, block_start, first = [], [], [0]
@@ -120,46 +141,75 @@ class FusedUpdate:
         self.block_start = torch.tensor(block_start, dtype=torch.int64, device=device)
         self.first_block = torch.tensor(first, dtype=torch.int64, device=device)
         self.numel = torch.tensor(numels, dtype=torch.int64, device=device)
-        self._keys: list[tuple | None] = [None] * 4
+        self._partial = torch.empty(3 * self.n_blocks, dtype=torch.float32, device=device)
+        # Per list (theta, E, g, g_prev): the pointers its table was built for, and the table. Only
+        # pointers are kept, never the tensors: holding last step's gradient would keep its memory
+        # from being handed to this step's gradient, and move the gradients every step.
+        self._ptrs: list[list[int] | None] = [None] * 4
         self._tables: list[torch.Tensor | None] = [None] * 4
+        self._theta_base: torch.Tensor | None = None
 
-    def _offsets(self, thetas, shadow, grads, grad_prev) -> list[torch.Tensor] | None:
-        """Offset tables of the four lists on the device, each rebuilt only when its tensors moved
-        (the gradients do every step under ``zero_grad(set_to_none=True)``); None if unsupported."""
-        for k, tensors in enumerate((thetas, shadow, grads, grad_prev)):
-            key = tuple(t.data_ptr() for t in tensors)
-            if key != self._keys[k]:
-                host = offsets(tensors)
-                if host is None:
-                    return None
-                if self.device.type == "cuda":
-                    host = host.pin_memory()  # a fresh pinned block: no race with an earlier copy
-                self._tables[k] = host.to(self.device, non_blocking=True)
-                self._keys[k] = key
-        return self._tables
+    def _table(self, k: int, ptrs: list[int], tensors: Callable[[], list[torch.Tensor]]) -> bool:
+        """Make list ``k``'s table current for these pointers (rebuilt from ``tensors()`` only when
+        they changed); False where the kernels do not apply to those tensors."""
+        if ptrs == self._ptrs[k]:
+            return True
+        host = _offsets_of(tensors(), ptrs)
+        if host is None:
+            self._ptrs[k] = None
+            return False
+        host = torch.tensor(host, dtype=torch.int64)
+        if self.device.type == "cuda":
+            host = host.pin_memory()  # a fresh pinned block: no race with an earlier copy
+        self._tables[k] = host.to(self.device, non_blocking=True)
+        self._ptrs[k] = ptrs
+        return True
 
-    def prepare(self, thetas, shadow, grads, grad_prev) -> list[torch.Tensor] | None:
-        """The offset tables for :meth:`norms` and :meth:`blend`, or None where the kernels do not
-        apply this step (a missing gradient; mixed dtypes, non-contiguous or unaligned tensors)."""
+    def prepare(self, thetas, shadow, grads, grad_prev) -> Launch | None:
+        """The launch arguments for :meth:`norms` and :meth:`blend` over these four lists, or None
+        where the kernels do not apply this step (a missing gradient; mixed dtypes, non-contiguous
+        or unaligned tensors)."""
         if any(g is None for g in grads):
             return None
-        return self._offsets(thetas, shadow, grads, grad_prev)
+        lists = (thetas, shadow, grads, grad_prev)
+        if not all(self._table(k, [t.data_ptr() for t in ts], lambda ts=ts: ts) for k, ts in enumerate(lists)):
+            return None
+        return Launch([ts[0] for ts in lists], list(self._tables))
 
-    def norms(self, off, thetas, shadow, grads, grad_prev) -> torch.Tensor:
+    def prepare_params(self, params: list[torch.Tensor], shadow: list[torch.Tensor],
+                       grad_prev: list[torch.Tensor]) -> Launch | None:
+        """:meth:`prepare` for plain (not DTensor) parameters and their ``.grad``, read as pointers:
+        no detached views are made unless a table has to be rebuilt. ``shadow`` and ``grad_prev``
+        are the EMA's own lists, whose tensors never move once their tables exist."""
+        grads = [p.grad for p in params]
+        if any(g is None for g in grads):
+            return None
+        rebuilt = self._ptrs[0] is None
+        ok = (self._table(0, [p.data_ptr() for p in params], lambda: [p.detach() for p in params])
+              and (self._ptrs[1] is not None or self._table(1, [t.data_ptr() for t in shadow], lambda: shadow))
+              and self._table(2, [g.data_ptr() for g in grads], lambda: grads)
+              and (self._ptrs[3] is not None or self._table(3, [t.data_ptr() for t in grad_prev], lambda: grad_prev)))
+        if not ok:
+            return None
+        if rebuilt or self._theta_base is None or self._theta_base.data_ptr() != self._ptrs[0][0]:
+            self._theta_base = params[0].detach()
+        return Launch([self._theta_base, shadow[0], grads[0], grad_prev[0]], list(self._tables))
+
+    def norms(self, launch: Launch) -> torch.Tensor:
         """(3, n_tensors) float32: per-tensor ||theta - E||_1, ||g||_1, ||g - g_prev||_1."""
-        partial = torch.empty(3 * self.n_blocks, dtype=torch.float32, device=self.device)
+        (th, e, g, gp), off = launch.bases, launch.tables
         _norms_kernel[(self.n_blocks,)](
-            thetas[0], shadow[0], grads[0], grad_prev[0], off[0], off[1], off[2], off[3], self.block_tensor,
-            self.block_start, self.numel, partial, self.n_blocks, BLOCK=BLOCK, AT=_align(thetas[0]),
-            AE=_align(shadow[0]), AG=_align(grads[0]), AP=_align(grad_prev[0]))
+            th, e, g, gp, off[0], off[1], off[2], off[3], self.block_tensor, self.block_start, self.numel,
+            self._partial, self.n_blocks, BLOCK=BLOCK, AT=_align(th), AE=_align(e), AG=_align(g), AP=_align(gp))
         out = torch.empty(3, self.n_tensors, dtype=torch.float32, device=self.device)
-        _reduce_kernel[(self.n_tensors, 3)](partial, self.first_block, out, self.n_blocks, self.n_tensors,
+        _reduce_kernel[(self.n_tensors, 3)](self._partial, self.first_block, out, self.n_blocks, self.n_tensors,
                                             RBLOCK=RBLOCK)
         return out
 
-    def blend(self, off, thetas, shadow, grads, grad_prev, weight: torch.Tensor, valid: torch.Tensor) -> None:
-        """``weight`` and ``valid`` (bool): one per tensor, on the device."""
+    def blend(self, launch: Launch, weight: torch.Tensor, valid: torch.Tensor) -> None:
+        """``weight`` (float32) and ``valid`` (bool): one per tensor, on the device."""
+        (th, e, g, gp), off = launch.bases, launch.tables
         _blend_kernel[(self.n_blocks,)](
-            thetas[0], shadow[0], grads[0], grad_prev[0], off[0], off[1], off[2], off[3], self.block_tensor,
-            self.block_start, self.numel, weight.to(torch.float32).contiguous(), valid.to(torch.int8),
-            BLOCK=BLOCK, AT=_align(thetas[0]), AE=_align(shadow[0]), AG=_align(grads[0]), AP=_align(grad_prev[0]))
+            th, e, g, gp, off[0], off[1], off[2], off[3], self.block_tensor, self.block_start, self.numel,
+            weight.to(torch.float32).contiguous(), valid, BLOCK=BLOCK, AT=_align(th), AE=_align(e),
+            AG=_align(g), AP=_align(gp))

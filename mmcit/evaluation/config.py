@@ -45,6 +45,14 @@ class EvalConfig:
     scoring_mode: str = "default"  # default | reference
     # General-skill sets scored on the base model and after the last stage (retention).
     general: list[GeneralSetConfig] = field(default_factory=list)
+    # Speed options (docs/performance.md), all off by default. Each answers as the default does up to
+    # float rounding, not bit for bit. merge_adapters: each adapter's LoRA merged into the weights
+    # for its batches (the weights restored bit for bit after). static_cache: a static KV cache
+    # (transformers then compiles the decoding step on a GPU). image_cache: the frozen tower run
+    # once per image, its output kept across evaluations.
+    merge_adapters: bool = False
+    static_cache: bool = False
+    image_cache: bool = False
 
     def validate(self) -> None:
         """Value checks that the types alone cannot express."""

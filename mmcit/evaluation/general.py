@@ -58,7 +58,7 @@ def evaluate_general(model: MMModel, method: Method | None, cfg: EvalConfig, run
         adapters = method.select_adapter(samples) if method is not None else [None] * len(samples)
         predictions = dist.gather_shards(generate_answers(
             model, dist.shard(samples), dist.shard(adapters), cfg.batch_size, cfg.max_new_tokens, progress,
-            desc=f"{label} {name}"), len(samples))
+            desc=f"{label} {name}", options=cfg), len(samples))
         results[name] = {"set": set_cfg.set, "questions": len(samples), **score(predictions)}
         if dist.is_main():
             write_jsonl(folder / label / f"{name}.jsonl", answer_records(samples, predictions, label))

@@ -1,6 +1,7 @@
 """Evaluation: batched greedy generation, per-sample routing, scoring, CoIN answer files."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from mmcit.evaluation.config import EvalConfig
 from mmcit.evaluation.scoring import score_task
 from mmcit.io import write_jsonl
 from mmcit.methods.base import Method, Stage
+from mmcit.models.tower_cache import MAX_CACHE_BYTES, with_cached_images
 from mmcit.models.wrapper import MMModel
 from mmcit.training import distributed as dist
 
@@ -35,29 +37,57 @@ def generate_answers(
     max_new_tokens: int,
     progress: bool = True,
     desc: str = "eval",
+    options: EvalConfig | None = None,
 ) -> list[str]:
-    """Answer every sample with the adapter chosen for it; samples are grouped by adapter so
-    that each adapter is switched to once per batch, and answers come back in input order."""
+    """Answer every sample with the adapter chosen for it; answers come back in input order.
+
+    Samples are grouped by adapter, so that each adapter is switched to once; the speed options of
+    ``options`` (an ``EvalConfig``; docs/performance.md) merge each adapter into the weights for its
+    batches, use a static KV cache, or reuse each image's tower output."""
+    opts = options or EvalConfig()
     encoder = model.encoder()
+    previous = model.active_adapter
     by_adapter: dict[str | None, list[int]] = {}
     for i, name in enumerate(adapters):
         by_adapter.setdefault(name, []).append(i)
+    kwargs = {"cache_implementation": "static"} if opts.static_cache else {}
     answers: list[str] = [""] * len(samples)
-    previous = model.active_adapter
     model.eval()
     bar = tqdm(total=len(samples), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for name, indices in by_adapter.items():
         if name is not None:
             model.set_adapter(name)
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
-            batch = model.collate([encoder.encode_prompt(samples[i]) for i in chunk], "left")
-            for i, text in zip(chunk, model.generate(batch, max_new_tokens)):
-                answers[i] = text
-            bar.update(len(chunk))
+        with model.merged() if opts.merge_adapters else contextlib.nullcontext():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                batch = model.collate([_encoded(model, encoder, samples[i]) for i in chunk], "left")
+                if opts.image_cache:
+                    keys = [str(samples[i].image) for i in chunk if samples[i].image is not None]
+                    with model.autocast():
+                        batch = with_cached_images(model.peft.get_base_model(), model.to_device(batch), keys,
+                                                   model.image_tokens) or batch
+                for i, text in zip(chunk, model.generate(batch, max_new_tokens, **kwargs)):
+                    answers[i] = text
+                bar.update(len(chunk))
     bar.close()
     model.set_adapter(previous)
     return answers
+
+
+def _encoded(model: MMModel, encoder, sample: Sample) -> dict:
+    """``encoder.encode_prompt(sample)``, kept on the model for the next evaluation of the same test
+    sample (every later stage evaluates it again) while the kept pixels stay under MAX_CACHE_BYTES.
+    Encoding is deterministic: the same ids and pixels, without decoding the image again."""
+    key = (sample.task, sample.id, str(sample.image), sample.turns[0][0] if sample.turns else "")
+    row = model.encoded_prompts.get(key)
+    if row is None:
+        row = encoder.encode_prompt(sample)
+        pixels = row.get("pixel_values")
+        size = 0 if pixels is None else pixels.numel() * pixels.element_size()
+        if model.encoded_bytes + size <= MAX_CACHE_BYTES:
+            model.encoded_prompts[key] = row
+            model.encoded_bytes += size
+    return row
 
 
 def evaluate_task(
@@ -71,6 +101,7 @@ def evaluate_task(
     answers_file: Path | None = None,
     model_id: str = "mmcit",
     progress: bool = True,
+    options: EvalConfig | None = None,
 ) -> TaskResult:
     """Route, answer (sharded across processes) and score one task's test samples; with
     ``answers_file``, write the answers in CoIN's answer-file layout."""
@@ -79,7 +110,7 @@ def evaluate_task(
     # Data parallel: each process answers its share; every process gets all answers back.
     predictions = dist.gather_shards(generate_answers(
         model, dist.shard(task.test), dist.shard(adapters), batch_size, max_new_tokens, progress,
-        desc=f"eval {task.name}"), len(task.test))
+        desc=f"eval {task.name}", options=options), len(task.test))
     accuracy, scores = score_task(task.scorer, predictions, task.test, mode=scoring_mode)
     if answers_file is not None:
         write_jsonl(answers_file, answer_records(task.test, predictions, model_id))
@@ -113,7 +144,8 @@ def evaluate_stage(model: MMModel, method: Method, stage: Stage, tasks: list[str
         for task in stage.evaluate:
             res = evaluate_task(model, method, task, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
                                 scoring_mode=cfg.scoring_mode, model_id=model_id, progress=progress,
-                                answers_file=folder / f"{task.name}.jsonl" if dist.is_main() else None)
+                                answers_file=folder / f"{task.name}.jsonl" if dist.is_main() else None,
+                                options=cfg)
             row[tasks.index(task.name)] = round(res.accuracy, 4)
             seconds += res.seconds
     return row, seconds

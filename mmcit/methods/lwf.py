@@ -55,6 +55,11 @@ class LwFConfig(MethodConfig):
         if not self.weight >= 0:
             raise ConfigError(f"method.weight must be >= 0, got {self.weight}")
 
+    def validate_run(self, run: Any) -> None:
+        """The distillation term reads the student's full logits, which only train.loss=model keeps."""
+        if run.train.loss != "model":
+            raise ConfigError(f"lwf distils the model's logits: train.loss must be model, got {run.train.loss}")
+
 
 def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
                     temperature: float) -> torch.Tensor:

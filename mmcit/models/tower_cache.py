@@ -11,6 +11,9 @@ carries the tokens of its rows with an image, in row order, or none at all.
 """
 from __future__ import annotations
 
+import warnings
+from typing import Callable
+
 import torch
 
 
@@ -52,17 +55,50 @@ def tower_tokens(model, pixels: torch.Tensor, batch_size: int = 64) -> torch.Ten
     """
     tower = model.model.vision_tower
     tower.eval()
-    device = next(tower.parameters()).device
+    first = next(tower.parameters())
     out = []
     for k in range(0, len(pixels), batch_size):
         # channels_last: measured about 1.5x faster for the CNN tower on CPU; a no-op for CLIP.
-        chunk = pixels[k:k + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+        chunk = pixels[k:k + batch_size].to(first.device).contiguous(memory_format=torch.channels_last)
         if model.config.model_type == "fast_vlm":  # a CNN: one token per cell of the last feature map
-            out.append(tower(chunk).last_hidden_state.flatten(2).transpose(1, 2))
+            out.append(_cnn_features(tower, chunk.to(first.dtype)).flatten(2).transpose(1, 2))
         else:  # CLIP: the configured layer's hidden states without the CLS token ("default")
             hidden = tower(chunk, output_hidden_states=True).hidden_states[model.config.vision_feature_layer]
             out.append(hidden[:, 1:])
     return torch.cat(out).contiguous()
+
+
+def _cnn_features(tower, chunk: torch.Tensor) -> torch.Tensor:
+    """The timm tower's last feature map, through a TorchScript trace of it on a CPU.
+
+    A stage runs the tower one image at a time, where Python's per-module overhead was about half
+    the time (measured: 1.8x faster traced, on 2 CPU cores). The trace replays the same ATen
+    operations (no freezing, so no folded BatchNorm), and it is used for a shape only after its
+    first output equalled the eager one bit for bit; otherwise the eager tower runs.
+    """
+    traced = _traced(tower, chunk) if chunk.device.type == "cpu" and not torch.is_grad_enabled() else None
+    return traced(chunk) if traced is not None else tower(chunk).last_hidden_state
+
+
+def _traced(tower, chunk: torch.Tensor) -> Callable | None:
+    """The checked trace of ``tower.timm_model.forward_features`` for this input shape, or None."""
+    cache = tower.__dict__.setdefault("_mmcit_traces", {})
+    key = (tuple(chunk.shape), chunk.dtype, chunk.is_contiguous(memory_format=torch.channels_last))
+    if key not in cache:
+        cache[key] = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TorchScript's deprecation and tracer warnings
+                traced = torch.jit.trace_module(tower.timm_model, {"forward_features": chunk},
+                                                check_trace=False).forward_features
+                # The profiling executor specialises on the first calls: compare after those.
+                for _ in range(2):
+                    traced(chunk)
+                if torch.equal(traced(chunk), tower(chunk).last_hidden_state):
+                    cache[key] = traced
+        except Exception:  # any tracing problem: the eager tower, as before
+            cache[key] = None
+    return cache[key]
 
 
 def attach_cached_tokens(model, features: list[dict]) -> list[dict]:
@@ -99,7 +135,27 @@ def with_image_tokens(model, batch: dict, tokens: torch.Tensor | None) -> dict:
     if tokens is not None:
         image = model.model.multi_modal_projector(tokens.to(embed.weight.device)).to(embeds.dtype)
         embeds = embeds.masked_scatter((ids == model.config.image_token_id).unsqueeze(-1), image)
-    out = {"inputs_embeds": embeds, "attention_mask": batch["attention_mask"]}
-    if "labels" in batch:
-        out["labels"] = batch["labels"]
-    return out
+    # A packed batch (``pack``) has position ids instead of an attention mask.
+    return {"inputs_embeds": embeds, **{k: batch[k] for k in ("attention_mask", "position_ids", "labels") if k in batch}}
+
+
+def with_cached_images(model, batch: dict, keys: list[str], cache: dict[str, torch.Tensor]) -> dict | None:
+    """A generation batch (from ``collate``) as input embeddings, each image's tower tokens taken from
+    ``cache`` by its key (an image's path), or computed now for the images missing there and kept
+    while the cache stays under MAX_CACHE_BYTES. ``keys``: one per row with an image, in row order.
+    None when this model's tower output cannot be reused (``cacheable``) or no row has an image.
+    ``input_ids`` stay in the result: generation continues from them.
+    """
+    pixels = batch.get("pixel_values")
+    if pixels is None or not cacheable(model):
+        return None
+    missing = [k for k, key in enumerate(keys) if key not in cache]
+    fresh = dict(zip(missing, tower_tokens(model, pixels[missing], batch_size=len(missing)))) if missing else {}
+    used = sum(t.numel() * t.element_size() for t in cache.values())
+    for k, t in fresh.items():
+        size = t.numel() * t.element_size()
+        if used + size <= MAX_CACHE_BYTES:
+            cache[keys[k]] = t
+            used += size
+    tokens = torch.stack([fresh[k] if k in fresh else cache[key] for k, key in enumerate(keys)])
+    return {"input_ids": batch["input_ids"], **with_image_tokens(model, batch, tokens)}

@@ -72,6 +72,11 @@ class MMModel:
         frozen = {p.dtype for p in peft_model.parameters() if not p.requires_grad and p.is_floating_point()}
         low = [d for d in (torch.bfloat16, torch.float16) if d in frozen]
         self.autocast_dtype = low[0] if low else None
+        # Kept across evaluations (every later stage evaluates a task's test samples again): each test
+        # sample's encoded prompt, and (eval.image_cache) the frozen tower's output per image path.
+        self.encoded_prompts: dict[tuple, dict] = {}
+        self.encoded_bytes = 0
+        self.image_tokens: dict[str, torch.Tensor] = {}
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -242,9 +247,36 @@ class MMModel:
         with self.autocast():
             return self.peft(**self.to_device(batch))
 
+    @contextlib.contextmanager
+    def merged(self, name: str | None = None):
+        """Inside: adapter ``name`` (default: the active one) active, its LoRA merged into the base
+        weights, so that generation runs plain linear layers. After: the base weights restored bit
+        for bit from a copy taken before (peft's own unmerge subtracts the update again, which
+        rounds). Layers peft cannot merge exactly this way (quantized ones) stay unmerged."""
+        from peft.tuners.lora import Linear as LoraLinear
+
+        name = name or self.active_adapter
+        self.set_adapter(name)
+        layers = [m for m in self.peft.modules() if type(m) is LoraLinear and name in m.lora_A and not m.merged
+                  and isinstance(m.get_base_layer(), torch.nn.Linear)]
+        backup = [m.get_base_layer().weight.detach().clone() for m in layers]
+        try:
+            for m in layers:
+                m.merge(adapter_names=[name])
+            yield
+        finally:
+            with torch.no_grad():
+                for m, weight in zip(layers, backup):
+                    m.get_base_layer().weight.copy_(weight)
+                    m.merged_adapters.clear()
+
     @torch.no_grad()
-    def generate(self, batch: dict, max_new_tokens: int) -> list[str]:
-        """Greedy generation for a left-padded batch; returns the decoded new text per row."""
+    def generate(self, batch: dict, max_new_tokens: int, **kwargs) -> list[str]:
+        """Greedy generation for a left-padded batch; returns the decoded new text per row.
+
+        ``kwargs`` go to transformers' ``generate`` (``adapter_names``: peft's adapter per row;
+        ``cache_implementation="static"``). A batch with ``inputs_embeds`` (``input_ids`` kept beside
+        them) starts from those embeddings."""
         tok = self.tokenizer
         batch = self.to_device(batch)
         with self.autocast():
@@ -254,6 +286,7 @@ class MMModel:
                 do_sample=False,
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=self.parts.eos_ids or tok.eos_token_id,
+                **kwargs,
             )
         new = out[:, batch["input_ids"].shape[1]:]
         return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]

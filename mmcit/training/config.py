@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from mmcit.errors import ConfigError
 
 SCHEDULES = ("cosine", "constant")
+#: ``train.loss``: where the loss's logits are computed (mmcit/training/loss.py).
+LOSSES = ("model", "answer", "fused")
 
 
 @dataclass
@@ -38,6 +40,15 @@ class TrainConfig:
     # Shard the frozen base weights across data-parallel processes (FSDP2); also turned on by
     # `accelerate launch --use_fsdp`. Adapters stay whole on every process.
     fsdp: bool = False
+    # Speed options (docs/performance.md); each gives the default's loss and gradients to float
+    # tolerance, not bit for bit. packing: micro-batches without padding between samples (rows of
+    # pack_length tokens; None: the micro-batch's longest sample), position ids restarting per sample.
+    packing: bool = False
+    pack_length: int | None = None
+    # model: the model's forward with labels (logits everywhere); answer: the output layer only where
+    # a label token is predicted; fused: the same through a fused linear + cross-entropy (Liger-Kernel
+    # on a GPU where installed, else chunks) that never holds all the logits.
+    loss: str = "model"
 
     def validate(self) -> None:
         """Value checks that the types alone cannot express."""
@@ -53,6 +64,10 @@ class TrainConfig:
              "train.checkpoint_every must be >= 1 (or null for no step checkpoints)"),
             (0 <= self.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
             (self.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.loss in LOSSES, f"train.loss must be one of {', '.join(LOSSES)}"),
+            # answer/fused call the backbone directly, past the wrapper FSDP's root hooks sit on.
+            (self.loss == "model" or not self.fsdp, "train.loss=answer/fused is not supported with train.fsdp"),
+            (self.pack_length is None or self.pack_length >= 1, "train.pack_length must be >= 1 (or null)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from mmcit.data.collate import IGNORE_INDEX
+from mmcit.data.collate import IGNORE_INDEX, pack
 from mmcit.data.sample import Sample
 from mmcit.errors import NonFiniteLoss
 from mmcit.methods.base import Method
@@ -31,6 +31,7 @@ from mmcit.models.tower_cache import attach_cached_tokens, batch_tower_tokens, c
 from mmcit.models.wrapper import MMModel
 from mmcit.training import distributed as dist
 from mmcit.training.config import TrainConfig
+from mmcit.training.loss import compute_loss
 from mmcit.training.optim import lr_lambda, make_optimizer, num_steps
 from mmcit.training.rng import restore_rng
 from mmcit.training.state import TrainState, TrainStats
@@ -155,7 +156,7 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
         if mixer is not None:
             idx += [len(samples) + j for j in mixer.next_batch(len(extra), k)]
         value = _accumulate(model, method, [inputs[i] for i in dist.shard(idx)], pad, cfg.micro_batch_size,
-                            inputs.via_tokens)
+                            inputs.via_tokens, cfg)
         if not math.isfinite(value):
             raise NonFiniteLoss(f"{desc}: loss is {value} at step {step + 1}/{total}; stopping this task")
         if dist.world_size() > 1:  # text-only rows leave the projector without a gradient; the sum needs every rank's
@@ -203,7 +204,7 @@ def _state(cursor: _Cursor, mixer: _Cursor | None, total: int, seconds: float, o
 
 
 def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, micro: int | None,
-                via_tokens: bool = False) -> float:
+                via_tokens: bool = False, cfg: TrainConfig | None = None) -> float:
     """Forward and backward this process's rows of the global batch, in micro-batches; returns the
     loss of the whole global batch (the same value on every process).
 
@@ -212,14 +213,15 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     micro-batch size and the number of processes. (One micro-batch on one process: weight 1.)
     """
     micro = micro or len(local)
-    batches = [model.collate(local[k: k + micro], "right") for k in range(0, len(local), micro)]
+    chunks = [local[k: k + micro] for k in range(0, len(local), micro)]
+    batches, chunks = _batches(model, chunks, pad, cfg)
     counts = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
     single = len(batches) == 1 and dist.world_size() == 1
     if not single:
         total_tokens = dist.all_reduce_sum(torch.tensor(float(sum(counts)), device=model.device)).item()
     value = None
-    for k, (batch, count) in enumerate(zip(batches, counts)):
-        outputs, batch = forward(model, local[k * micro: (k + 1) * micro], batch, via_tokens)
+    for batch, count, rows in zip(batches, counts, chunks):
+        outputs, batch = forward(model, rows, batch, via_tokens, cfg.loss if cfg else "model")
         loss = outputs.loss
         extra = method.extra_loss(model, batch, outputs)
         if extra is not None:
@@ -232,18 +234,29 @@ def _accumulate(model: MMModel, method: Method, local: list[dict], pad: int, mic
     return float(dist.all_reduce_sum(value).item()) if not single else float(value.item())
 
 
-def forward(model: MMModel, rows: list[dict], batch: dict, via_tokens: bool) -> tuple[Any, dict]:
+def forward(model: MMModel, rows: list[dict], batch: dict, via_tokens: bool,
+            loss: str = "model") -> tuple[Any, dict]:
     """The model's outputs on ``batch``, the collated encoded ``rows``; returns ``(outputs, batch)``.
 
     With ``via_tokens`` the frozen tower's output tokens are used (cached in the rows, or computed
     here) and the batch comes back with them as ``image_tokens``, for a method's second forward.
+    ``loss`` is ``train.loss`` (mmcit.training.loss.compute_loss).
     """
     if not (via_tokens and all(_has_image(f) for f in rows)):  # text-only rows: the model's own forward
-        return model(**batch), batch
+        return compute_loss(model, batch, loss), batch
     base = model.peft.get_base_model()
     # Under the model's autocast, as its own forward runs the tower and projector: a bf16
     # model's float32 projector would otherwise meet the tower's bf16 tokens.
     with model.autocast():
         tokens = batch_tower_tokens(base, rows, batch)  # cached, or computed here
         inputs = with_image_tokens(base, batch, tokens)
-    return model(**inputs), {**batch, "image_tokens": tokens}
+    return compute_loss(model, inputs, loss), {**batch, "image_tokens": tokens}
+
+
+def _batches(model: MMModel, chunks: list[list[dict]], pad: int,
+             cfg: TrainConfig | None) -> tuple[list[dict], list[list[dict]]]:
+    """Each micro-batch's padded batch, or its packed one with its rows in packing order."""
+    if cfg is None or not cfg.packing:
+        return [model.collate(c, "right") for c in chunks], chunks
+    packed = [pack(c, pad, cfg.pack_length) for c in chunks]
+    return [b for b, _ in packed], [[c[i] for i in order] for c, (_, order) in zip(chunks, packed)]

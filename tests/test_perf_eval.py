@@ -1,0 +1,53 @@
+"""Evaluation speed options answer as the default path does; a merged adapter is unmerged bit for bit."""
+import pytest
+import torch
+
+from mmcit.data.collate import collate
+from mmcit.evaluation.config import EvalConfig
+from mmcit.evaluation.generate import generate_answers
+from tests.test_perf_train import samples, tiny_model
+
+
+@pytest.fixture(scope="module")
+def two_adapters():
+    model = tiny_model()
+    model.add_adapter("second", copy_from="default")
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for n, p in model.peft.named_parameters():
+            if ".second." in n and ("lora_" in n or "modules_to_save" in n):
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    model.set_adapter("default")
+    return model
+
+
+def test_merged_adapter_is_unmerged_bit_for_bit(two_adapters, tmp_path):
+    model = two_adapters
+    before = {n: p.detach().clone() for n, p in model.peft.named_parameters()}
+    prompts = [model.encoder().encode_prompt(s) for s in samples(tmp_path, 3)]
+    batch = model.to_device(collate(prompts, model.tokenizer.pad_token_id, "left"))
+    model.set_adapter("second")
+    with torch.no_grad():
+        plain = model.peft(**batch).logits
+        with model.merged():
+            assert any(not torch.equal(p, before[n]) for n, p in model.peft.named_parameters())
+            merged = model.peft(**batch).logits
+    torch.testing.assert_close(merged, plain, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(p, before[n]) for n, p in model.peft.named_parameters())
+    assert not any(getattr(m, "merged", False) for m in model.peft.modules())
+    model.set_adapter("default")
+
+
+def test_speed_options_give_the_default_answers(two_adapters, tmp_path):
+    model = two_adapters
+    data = samples(tmp_path, 7, text_only=2)
+    routed = ["second", None, "default", "second", "second", None, "default"]
+    default = generate_answers(model, data, routed, 3, 5, progress=False)
+    assert model.active_adapter == "default" and any(default)
+    for changes in ({"merge_adapters": True}, {"static_cache": True},
+                    {"image_cache": True, "merge_adapters": True}):
+        got = generate_answers(model, data, routed, 3, 5, progress=False, options=EvalConfig(**changes))
+        assert got == default, changes
+    assert len(model.image_tokens) == 5  # one per image, reused by the next evaluation
+    again = generate_answers(model, data, routed, 3, 5, progress=False, options=EvalConfig(image_cache=True))
+    assert again == default and len(model.image_tokens) == 5
