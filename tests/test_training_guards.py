@@ -111,6 +111,7 @@ class _Echo:
         self.answers = answers
         self.active_adapter = "default"
         self.tokenizer = type("T", (), {"pad_token_id": 0})()
+        self.encoded_prompts, self.encoded_bytes = {}, 0
 
     def encoder(self):
         return type("E", (), {"encode_prompt": staticmethod(lambda s: {"input_ids": [1], "id": s.id,
