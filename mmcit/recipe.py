@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +23,7 @@ from mmcit.models.factory import build_model
 from mmcit.models.wrapper import MMModel
 from mmcit.results.record import RunRecord
 from mmcit.results.report import write_run_report
+from mmcit.results.tracking import Tracker, open_tracker
 from mmcit.training import distributed as dist
 from mmcit.training.checkpoint import remove_step_checkpoints, save_checkpoint, save_step_checkpoint
 from mmcit.training.config import TrainConfig
@@ -59,13 +60,17 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     record = RunRecord(cfg, [t.name for t in data.tasks], stages, method, point, started)
     if changes and record.matrix and dist.is_main():  # record the change now, not only after a stage
         record.write(run_dir)
+    tracker = open_tracker(cfg.logging, cfg.name, run_dir, asdict(cfg)) if dist.is_main() else Tracker()
+    tracker.offset = sum(t["steps"] for t in record.timing)  # a resumed run continues the step axis
     for stage in stages[point.done:]:
         log(f"[{cfg.name}] stage {stage.index + 1}/{len(stages)}: {stage.name}")
         method.before_stage(stage, model)
-        stats = _train(cfg, run_dir, model, method, stage, point, record, progress, log)
+        stats = _train(cfg, run_dir, model, method, stage, point, record, progress, log,
+                       tracker.on_step if tracker.enabled else None)
         method.after_stage(stage, model)
         row, eval_seconds = evaluate_stage(model, method, stage, record.tasks, cfg.eval, run_dir, cfg.name, progress)
         record.add(stage, row, stats, eval_seconds)
+        tracker.after_stage(run_dir, stage.index, stage.name, stats.steps, record.tasks, row)
         log(f"[{cfg.name}] after {stage.name}: " + ", ".join(
             f"{t}={v:.1f}" for t, v in zip(record.tasks, row) if v is not None))
         if dist.is_main():
@@ -74,6 +79,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
             # after evaluation (routing counts), and a complete checkpoint NN always has its row.
             save_checkpoint(run_dir, stage.index, stage.name, model, method, extra={"elapsed_seconds": record.elapsed()})
             remove_step_checkpoints(run_dir, only_index=stage.index)  # superseded by the stage checkpoint
+    tracker.close()
     if dist.is_main():
         write_run_report(run_dir, record.results)
     if joined:
@@ -113,7 +119,8 @@ def stage_train_config(cfg: RunConfig, stage: Stage) -> TrainConfig:
 
 
 def _train(cfg: RunConfig, run_dir: Path, model: MMModel, method: Method, stage: Stage, point: ResumePoint,
-           record: RunRecord, progress: bool, log: Callable[[str], None]) -> TrainStats:
+           record: RunRecord, progress: bool, log: Callable[[str], None],
+           on_step: Callable[[int, float, float], None] | None = None) -> TrainStats:
     """Train the stage's samples (none: nothing to do), from its step checkpoint when resuming."""
     samples = [s for t in stage.train for s in t.train]
     if not samples:
@@ -127,4 +134,5 @@ def _train(cfg: RunConfig, run_dir: Path, model: MMModel, method: Method, stage:
                                  extra={"elapsed_seconds": record.elapsed()})
 
     return train_stage(model, method, samples, train_cfg, seed=cfg.seed + stage.index, desc=f"train {stage.name}",
-                       progress=progress, resume=state, on_checkpoint=save_step if cfg.train.checkpoint_every else None)
+                       progress=progress, resume=state, on_checkpoint=save_step if cfg.train.checkpoint_every else None,
+                       on_step=on_step)

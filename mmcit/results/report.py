@@ -1,4 +1,4 @@
-"""Results of a run: results.json, report.md, the accuracy-matrix heatmap, the combined report."""
+"""Results of a run: results.json, report.md, report.html, the accuracy-matrix heatmap, the combined report."""
 from __future__ import annotations
 
 import platform
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mmcit.io import atomic_path, write_json, write_text
 from mmcit.results.metrics import continual_metrics
+from mmcit.results.run import Run
 from mmcit.training.distributed import world_size
 
 METRIC_NAMES = {
@@ -106,7 +107,8 @@ def build_results(method: str, tasks: list[str], rows: list[str], matrix, joint:
 
 
 def write_run_report(run_dir: Path, results: dict) -> None:
-    """report.md and accuracy_matrix.png for one run (results.json is written by the runner)."""
+    """report.md, report.html and accuracy_matrix.png for one run (results.json is written by the
+    runner)."""
     tasks, rows, matrix = results["tasks"], results["stages"], results["accuracy_matrix"]
     m = results["metrics"] or {}
     save_heatmap(run_dir / "accuracy_matrix.png", tasks, rows, matrix, results["method"])
@@ -131,6 +133,7 @@ def write_run_report(run_dir: Path, results: dict) -> None:
     env = results.get("environment", {})
     lines += ["## Environment", "", *[f"- {k}: {v}" for k, v in env.items()], ""]
     write_text(run_dir / "report.md", "\n".join(lines))
+    Run(run_dir, results).write_html()
 
 
 def _pretty(obj) -> str:

@@ -20,7 +20,6 @@ import time
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from mmcit.data.collate import IGNORE_INDEX, collate
 from mmcit.data.sample import Sample
@@ -28,6 +27,7 @@ from mmcit.errors import NonFiniteLoss
 from mmcit.methods.base import Method
 from mmcit.models.tower_cache import cacheable, cached_tower_tokens, tower_tokens, with_image_tokens
 from mmcit.models.wrapper import MMModel
+from mmcit.progress import Progress
 from mmcit.training import distributed as dist
 from mmcit.training.config import TrainConfig
 from mmcit.training.optim import lr_lambda, make_optimizer, num_steps
@@ -100,10 +100,11 @@ class _Cursor:
 
 def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: TrainConfig, *, seed: int,
                 desc: str = "train", progress: bool = True, resume: TrainState | None = None,
-                on_checkpoint: Callable[[TrainState], None] | None = None) -> TrainStats:
+                on_checkpoint: Callable[[TrainState], None] | None = None,
+                on_step: Callable[[int, float, float], None] | None = None) -> TrainStats:
     """Train one stage (see the module docstring); with ``cfg.checkpoint_every`` set,
     ``on_checkpoint`` gets a :class:`TrainState` every that many optimizer steps, and ``resume``
-    continues from one."""
+    continues from one. ``on_step(step, loss, lr)`` is called after every optimizer step (a tracker)."""
     start = time.perf_counter()
     if cfg.batch_size % dist.world_size():
         raise ValueError(f"{desc}: batch size {cfg.batch_size} does not split over {dist.world_size()} processes")
@@ -126,9 +127,8 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
             restore_rng(resume.global_rng)
     every = cfg.checkpoint_every if on_checkpoint is not None else None
     pad = model.tokenizer.pad_token_id
-    bar = tqdm(range(cursor.step, total), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
-               initial=cursor.step, total=total)
-    for step in bar:
+    bar = Progress(total, desc, enabled=progress, initial=cursor.step)
+    for step in range(cursor.step, total):
         idx = cursor.next_batch(len(samples), cfg.batch_size)
         value = _accumulate(model, method, [inputs[i] for i in dist.shard(idx)], pad, cfg.micro_batch_size,
                             inputs.via_tokens)
@@ -139,10 +139,13 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         method.after_optimizer_step(model)  # gradients are still present here
+        lr = optimizer.param_groups[0]["lr"]  # this step's (the scheduler moves it on next)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         cursor.record(value)
-        bar.set_postfix(loss=f"{value:.3f}")
+        bar.update(1, loss=value)
+        if on_step is not None:
+            on_step(cursor.step, value, lr)
         if every and cursor.step % every == 0:
             version, internal, gauss = cursor.rng.getstate()
             on_checkpoint(TrainState(
