@@ -99,5 +99,5 @@ def demo(output: str | Path = "runs/demo", methods: list[str] | None = None, see
     from mmcit.cli.demo import run_demo  # lazy: loads torch and the models
 
     kwargs = {} if log is None else {"log": log}
-    runs = run_demo(Path(output), methods, seeds, list(overrides), sample_factor, jobs, **kwargs)
+    runs, _ = run_demo(Path(output), methods, seeds, list(overrides), sample_factor, jobs, **kwargs)
     return comparison(runs)

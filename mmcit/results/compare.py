@@ -34,6 +34,10 @@ __all__ = ["COST_KEYS", "QUANTITIES", "Comparison", "comparison", "find_runs", "
 COST_KEYS = ("trainable_parameters", "stored_parameters", "peak_memory_bytes", "wall_seconds")
 QUANTITIES = (*METRIC_KEYS, *COST_KEYS)
 PLOTTED = ("average_accuracy", "forgetting", "new_accuracy", "wall_seconds")
+#: Column titles of the formatted table (peak memory is shown in MiB there).
+LABELS = {"average_accuracy": "average accuracy", "forgetting": "forgetting", "new_accuracy": "new accuracy",
+          "bwt": "BWT", "maa": "MAA", "trainable_parameters": "trainable params", "stored_parameters": "stored params",
+          "peak_memory_bytes": "peak memory MiB", "wall_seconds": "wall time s"}
 
 
 def find_runs(paths: list[str | Path | Run]) -> list[Run]:
@@ -91,11 +95,12 @@ class Comparison(pd.DataFrame):
         return Comparison
 
     def formatted(self) -> pd.DataFrame:
-        """The table as text: ``mean ± std`` per quantity (``n/a`` where no run recorded it)."""
+        """The table as text: ``mean ± std`` per quantity under a readable title (``n/a`` where no
+        run recorded it)."""
         out = pd.DataFrame(index=self.index)
         out["runs"] = self[("runs", "n")].astype(int).astype(str)
         for q in QUANTITIES:
-            out[q] = [_mean_std_text(q, m, s) for m, s in zip(self[(q, "mean")], self[(q, "std")])]
+            out[LABELS[q]] = [_mean_std_text(q, m, s) for m, s in zip(self[(q, "mean")], self[(q, "std")])]
         return out
 
     def markdown(self) -> str:
@@ -134,8 +139,8 @@ class Comparison(pd.DataFrame):
         if markdown:
             listing = [f"- {r.method}, seed {r.seed}: `{r.path}`" for r in self.runs]
             write_text(folder / "report.md", "\n".join([
-                "# mmcit comparison\n", "Mean ± sample standard deviation over the runs (seeds) of each method; "
-                "peak memory in MiB, wall time in seconds; n/a: not recorded by the runs.\n",
+                "# mmcit comparison\n", "Mean ± sample standard deviation over the runs (seeds) of each method. "
+                "Accuracies in %, forgetting and BWT in points; n/a: not recorded by the runs.\n",
                 self.markdown(), "![comparison](comparison.png)\n", "## Runs\n", *listing, ""]))
         return html.write_comparison_html(pd.DataFrame(self), self.formatted(), png, self.runs,
                                           folder / "report.html")

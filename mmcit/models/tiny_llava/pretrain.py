@@ -31,7 +31,7 @@ from mmcit.models.tiny_llava.build import (EFFICIENTNET, TinyModelSpec, build_pr
 from mmcit.models.tiny_llava.config import TinyLlavaConfig
 from mmcit.models.tiny_llava.tokenizer import load_tokenizer, train_tokenizer
 from mmcit.models.tower_cache import tower_tokens, with_image_tokens
-from mmcit.progress import Progress
+from mmcit.progress import Progress, progress_mode
 
 
 def spec_from_config(cfg: TinyLlavaConfig) -> TinyModelSpec:
@@ -98,7 +98,14 @@ def load_or_pretrain(
         _pretrain(model, processor, captions, cfg, seed, progress, template)
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    from transformers.utils import logging as hf_logging
+
+    if not progress or progress_mode() != "bar":  # transformers' own shard-writing bar
+        hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(tmp)
+    finally:
+        hf_logging.enable_progress_bar()
     tok.save_pretrained(tmp)
     (tmp / "done").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     if cache.exists():  # another process finished first; keep its copy
