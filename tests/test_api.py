@@ -246,3 +246,41 @@ def test_build_config_from_a_dict_and_overrides(tmp_path):
         build_config(None, {"logging": {"tracker": "mlflow"}})
     with pytest.raises(ConfigError, match="unknown key"):
         build_config(None, {"train.learning_rate": 1})
+
+
+def test_demo_seeds_lay_out_one_folder_per_seed_and_method(tmp_path):
+    from mmcit.cli.demo import _jobs
+
+    jobs = _jobs(["lcia", "lora_ft"], [0, 1], tmp_path, ["train.max_steps=2"], 0.5, 1)
+    folders = [dict(o.split("=", 1) for o in extra)["output_dir"] for _, extra in jobs]
+    assert folders == [str(tmp_path / s / m) for s in ("seed0", "seed1") for m in ("lcia", "lora_ft")]
+    assert "seed=1" in jobs[3][1] and "data.sample_factor=0.5" in jobs[0][1] and "train.max_steps=2" in jobs[0][1]
+    assert all("seed=" not in o for o in _jobs(["lcia"], [None], tmp_path, [], None, 0)[0][1])
+    with pytest.raises(ConfigError, match="no demo config for method 'nope'"):
+        _jobs(["nope"], [0], tmp_path, [], None, 1)
+
+
+@pytest.mark.slow
+def test_demo_over_two_seeds_end_to_end(tmp_path, cache_dir, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--methods", "lora_ft,lcia", "--seeds", "0,1", "--jobs", "1", "--output", str(out),
+                 *TINY, f"data.cache_dir={cache_dir}"]) == 0
+    table = mmcit.compare(out)  # folders in name order: seed0/lcia first
+    assert list(table.index) == ["lcia", "lora_ft"] and (table[("runs", "n")] == 2).all()
+    for seed in (0, 1):
+        assert (out / f"seed{seed}" / "report.md").is_file() and (out / f"seed{seed}" / "lcia" / "report.html").is_file()
+    summary = json.loads((out / "comparison.json").read_text())
+    assert summary["methods"]["lcia"]["seeds"] == [0, 1]
+    assert "| lora_ft | 2 |" in (out / "report.md").read_text() and "| lora_ft | 2 |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_wandb_tracker_writes_an_offline_run(tmp_path):
+    pytest.importorskip("wandb")
+    from mmcit.results.tracking import LoggingConfig, open_tracker
+
+    tracker = open_tracker(LoggingConfig("wandb"), "tiny", tmp_path, {"seed": 0, "train": {"lr": 1e-3}})
+    tracker.on_step(1, 2.5, 1e-3)
+    tracker.close()
+    runs = list((tmp_path / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0

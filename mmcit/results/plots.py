@@ -2,7 +2,7 @@
 
 Every function takes the DataFrames of :class:`mmcit.results.run.Run` (or of a comparison) and
 returns a ``matplotlib.figure.Figure`` built without pyplot, so nothing is registered globally: a
-notebook shows the returned figure once, and a script can ``fig.savefig(...)`` it. ``theme`` is
+notebook shows the returned figure once (as a PNG), and a script can ``fig.savefig(...)`` it. ``theme`` is
 ``light`` (an opaque white background, dark text) or ``dark`` (an opaque dark background, light
 text); either stays readable whatever the page behind it, and the colours (Okabe-Ito lines,
 viridis maps) read on both.
@@ -53,7 +53,14 @@ def _theme(theme: str) -> Iterator[None]:
 def _figure(width: float, height: float) -> "Figure":
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    class ShownFigure(Figure):
+        """A Figure that Jupyter shows as a PNG (pyplot's inline backend, which would otherwise do
+        it, only knows the figures pyplot made)."""
+
+        def _repr_png_(self) -> bytes:
+            return png_bytes(self)
+
+    return ShownFigure(figsize=(width, height), layout="constrained")
 
 
 def _annotated_heatmap(fig: "Figure", ax, data, xlabels: list[str], ylabels: list[str], vmax: float, fmt: str,
@@ -132,7 +139,10 @@ def alpha_trace(trace: pd.DataFrame, title: str = "EMA balance weight", theme: s
                             label=f"10-90% of {wide.shape[1]} groups")
             ax.plot(wide.index, q[0.5], lw=1.2, color=PALETTE[0], label="median")
             ax.legend(fontsize=7, loc="best")
+        from matplotlib.ticker import MaxNLocator
+
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _stage_separators(ax, trace)
         ax.grid(alpha=0.6)
     return fig
@@ -153,7 +163,7 @@ def _stage_separators(ax, trace: pd.DataFrame) -> None:
     for (_, stage), n in steps.items():
         if start:
             ax.axvline(start + 0.5, color="#888888", lw=0.8, ls="--")
-        ax.text(start + n / 2, 1.0, stage, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7)
+        ax.text(start + n / 2, 0.98, stage, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=7)
         start += n
 
 
