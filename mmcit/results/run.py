@@ -250,26 +250,17 @@ def _natural(name: str) -> tuple:
 
 
 def _flips(answers: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """See :meth:`Run.flips`."""
+    """See :meth:`Run.flips`: each task's answers at the stage that trained it (the stage named
+    after it) against the same questions' answers at the last stage."""
     columns = ["kind", "task", "question_id", "prompt", "gold", "before", "after", "score_before", "score_after",
                "adapter_before", "adapter_after", "stage_before", "stage_after", "image"]
     if answers.empty or answers["score"].isna().all():
         return pd.DataFrame(columns=columns)
     last = answers["stage_index"].max()
-    final = answers[answers["stage_index"] == last].set_index(["task", "question_id"])
-    out = []
-    for task, rows in answers.groupby("task", sort=False):
-        own = rows[rows["stage"] == task]
-        if own.empty or own["stage_index"].iloc[0] == last:
-            continue
-        for _, r in own.iterrows():
-            key = (task, r["question_id"])
-            if key not in final.index:
-                continue
-            f = final.loc[key]
-            before, after = r["score"] >= threshold, f["score"] >= threshold
-            if before != after:
-                out.append(["forgotten" if before else "gained", task, r["question_id"], r["prompt"], r["gold"],
-                            r["prediction"], f["prediction"], r["score"], f["score"], r["adapter"], f["adapter"],
-                            r["stage"], f["stage"], r["image"]])
-    return pd.DataFrame(out, columns=columns)
+    own = answers[(answers["stage"] == answers["task"]) & (answers["stage_index"] != last)]
+    final = answers[answers["stage_index"] == last][["task", "question_id", "prediction", "score", "adapter", "stage"]]
+    both = own.merge(final, on=["task", "question_id"], suffixes=("_before", "_after"))
+    right_before, right_after = both["score_before"] >= threshold, both["score_after"] >= threshold
+    both = both[right_before != right_after].rename(columns={"prediction_before": "before", "prediction_after": "after"})
+    both.insert(0, "kind", ["forgotten" if r else "gained" for r in both["score_before"] >= threshold])
+    return both[columns].reset_index(drop=True)
