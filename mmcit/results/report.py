@@ -7,7 +7,6 @@ from pathlib import Path
 
 from mmcit.io import atomic_path, write_json, write_text
 from mmcit.results.metrics import continual_metrics
-from mmcit.results.run import Run
 from mmcit.training.distributed import world_size
 
 METRIC_NAMES = {
@@ -133,6 +132,8 @@ def write_run_report(run_dir: Path, results: dict) -> None:
     env = results.get("environment", {})
     lines += ["## Environment", "", *[f"- {k}: {v}" for k, v in env.items()], ""]
     write_text(run_dir / "report.md", "\n".join(lines))
+    from mmcit.results.run import Run  # lazy: pandas (heavy), needed only once the run has ended
+
     Run(run_dir, results).write_html()
 
 
