@@ -3,6 +3,7 @@
     python benchmarks/bench_ema.py                          # CPU: tiny LLaVA-like model, real step
     python benchmarks/bench_ema.py --llava7b --toy          # LLaVA-1.5-7B LoRA layout, toy sizes
     python benchmarks/bench_ema.py --device cuda --llava7b  # 340.8M values in 452 tensors
+    python benchmarks/bench_ema.py --trace-cost             # what recording the alpha trace costs
 
 Prints figures only (no assertions). The reference loop is the authors' form: one ``float(...)``
 host sync per norm per tensor. The memory-traffic floor (docs/method.md): read theta, E, g and g_prev
@@ -217,6 +218,8 @@ def main() -> None:
     ap.add_argument("--kernel", default="auto", choices=["auto", "torch", "triton"], help="AdaptiveEMA's kernel")
     ap.add_argument("--compare", action="store_true",
                     help="also time kernel='torch', and check the fused path's values against it over 5 steps")
+    ap.add_argument("--trace-cost", action="store_true",
+                    help="also time update() with the alpha trace's per-step row write switched off")
     args = ap.parse_args()
     dev = args.device
     gpu = dev.startswith("cuda")
@@ -256,6 +259,11 @@ def main() -> None:
         plain = AdaptiveEMA(named, granularity=args.granularity, kernel="torch")
         plain.update()
         fns["plain"] = plain.update
+    if args.trace_cost:
+        untraced = AdaptiveEMA(named, granularity=args.granularity, kernel=args.kernel)
+        untraced._trace.record = lambda alphas: None  # the same update without writing the trace's row
+        untraced.update()
+        fns["untraced"] = untraced.update
     # Interleaved, one call of each in turn, so that a drift of the machine's speed hits all alike.
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
@@ -266,6 +274,8 @@ def main() -> None:
             times[k].append(run(fn, 0, 1))
     ema_ms, ref_ms = statistics.median(times["ema"]), statistics.median(times["ref"])
     others = {"update() [torch]": statistics.median(times["plain"])} if "plain" in times else {}
+    if "untraced" in times:
+        others["update() no trace"] = statistics.median(times["untraced"])
     fns.clear()
 
     floor = traffic_floor_bytes(named)

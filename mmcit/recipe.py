@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +25,7 @@ from mmcit.models.factory import build_model
 from mmcit.models.wrapper import MMModel
 from mmcit.results.record import RunRecord
 from mmcit.results.report import write_run_report
+from mmcit.results.tracking import Tracker, open_tracker
 from mmcit.training import distributed as dist
 from mmcit.training.checkpoint import remove_step_checkpoints, save_checkpoint, save_step_checkpoint
 from mmcit.training.config import TrainConfig
@@ -65,14 +66,18 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
         record.write(run_dir)
     # General-skill sets on the base model (read back when resuming), then again after the stream.
     base = evaluate_general(model, None, cfg.eval, run_dir, "base", cfg.data.cache_path()) if cfg.eval.general else {}
+    tracker = open_tracker(cfg.logging, cfg.name, run_dir, asdict(cfg)) if dist.is_main() else Tracker()
+    tracker.offset = sum(t["steps"] for t in record.timing)  # a resumed run continues the step axis
     for stage in stages[point.done:]:
         log(f"[{cfg.name}] stage {stage.index + 1}/{len(stages)}: {stage.name}")
         method.before_stage(stage, model)
-        stats = _train(cfg, run_dir, model, method, stage, point, record, progress, log)
+        stats = _train(cfg, run_dir, model, method, stage, point, record, progress, log,
+                       tracker.on_step if tracker.enabled else None)
         method.after_stage(stage, model)
         method.consolidate(stage, model, SamplePass(model, stage_train_config(cfg, stage)))
         row, eval_seconds = evaluate_stage(model, method, stage, record.tasks, cfg.eval, run_dir, cfg.name, progress)
         record.add(stage, row, stats, eval_seconds)
+        tracker.after_stage(run_dir, stage.index, stage.name, stats.steps, record.tasks, row)
         log(f"[{cfg.name}] after {stage.name}: " + ", ".join(
             f"{t}={v:.1f}" for t, v in zip(record.tasks, row) if v is not None))
         if dist.is_main():
@@ -86,6 +91,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
         record.set_general({"base": base, "final": final, "retention": retention(base, final)})
         if dist.is_main():
             record.write(run_dir)
+    tracker.close()
     if dist.is_main():
         write_run_report(run_dir, record.results)
     if joined:
@@ -128,7 +134,8 @@ def stage_train_config(cfg: RunConfig, stage: Stage) -> TrainConfig:
 
 
 def _train(cfg: RunConfig, run_dir: Path, model: MMModel, method: Method, stage: Stage, point: ResumePoint,
-           record: RunRecord, progress: bool, log: Callable[[str], None]) -> TrainStats:
+           record: RunRecord, progress: bool, log: Callable[[str], None],
+           on_step: Callable[[int, float, float], None] | None = None) -> TrainStats:
     """Train the stage's samples (none: nothing to do), from its step checkpoint when resuming."""
     samples = [s for t in stage.train for s in t.train]
     if not samples:
@@ -143,4 +150,4 @@ def _train(cfg: RunConfig, run_dir: Path, model: MMModel, method: Method, stage:
 
     return train_stage(model, method, samples, train_cfg, seed=cfg.seed + stage.index, desc=f"train {stage.name}",
                        progress=progress, resume=state, on_checkpoint=save_step if cfg.train.checkpoint_every else None,
-                       mix=method.mixed_in(stage))
+                       mix=method.mixed_in(stage), on_step=on_step)

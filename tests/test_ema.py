@@ -481,6 +481,47 @@ def test_fixed_alpha_is_a_plain_ema():
     assert ema.num_fallbacks == 0 and list(ema.last_alphas.values()) == [pytest.approx(0.01)] * len(params)
 
 
+def test_alpha_trace_records_every_blend_per_step_and_group():
+    """Row k of the trace: each group's alpha at update k, NaN where it did not blend (the first
+    update copies; a NaN gradient skips the group); it survives a state_dict round trip and resets."""
+    params = make_params({"w": (3, 4), "v": (5,), "b": (2,)})
+    ema = AdaptiveEMA(params.items())
+    ref = RefEMA({n: [n] for n in params})
+    gen = torch.Generator().manual_seed(7)
+    expected = []
+    for step in range(6):
+        fake_step(params, gen)
+        if step == 3:
+            params["v"].grad[0] = math.nan
+        ref.alphas = {}
+        ema.update()
+        ref.update(params)
+        expected.append([ref.alphas.get(g, math.nan) for g in ema.groups])
+    trace = ema.alpha_trace()
+    assert trace.shape == (6, 3) and trace.dtype == torch.float32
+    assert list(ema.groups) == ["w", "v", "b"]
+    assert torch.isnan(trace[0]).all() and torch.isnan(trace[3, 1]) and not torch.isnan(trace[3, 0])
+    torch.testing.assert_close(trace, torch.tensor(expected, dtype=torch.float32), rtol=1e-6, atol=0, equal_nan=True)
+    restored = AdaptiveEMA(params.items())
+    restored.load_state_dict(ema.state_dict())
+    assert torch.equal(restored.alpha_trace().nan_to_num(-1), trace.nan_to_num(-1))
+    ema.reset()
+    assert ema.alpha_trace().shape == (0, 3)
+
+
+def test_alpha_trace_grows_past_its_initial_capacity():
+    from mmcit.ema.trace import INITIAL_CAPACITY
+
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    ema = AdaptiveEMA([("w", p)], fixed_alpha=0.25)
+    for _ in range(INITIAL_CAPACITY + 5):
+        p.grad = torch.ones(2)
+        ema.update()
+    trace = ema.alpha_trace()
+    assert trace.shape == (INITIAL_CAPACITY + 5, 1)
+    assert torch.isnan(trace[0, 0]) and (trace[1:, 0] == 0.25).all()
+
+
 def test_update_never_syncs_with_the_host(monkeypatch):
     """No python-level read of a tensor's value inside update() (which on a GPU would sync)."""
     params = make_params(PEFT_NAMES)

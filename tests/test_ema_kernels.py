@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # which build their EMA through mmcit's own code and so take the plain path on a CPU).
 EXACTNESS = ("matches_reference or hand_computed or first_step or fallback or nonfinite or missing_gradient "
              "or layer_granularity or custom_group_fn or bf16 or fixed_alpha or state_dict or store_copy "
-             "or reset or mean_alpha or mean_norms")
+             "or reset or mean_alpha or mean_norms or alpha_trace_records")
 
 
 def interpreted(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:

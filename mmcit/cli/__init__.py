@@ -1,4 +1,4 @@
-"""The command line: ``mmcit run | demo | sweep | predict | data check | eval | ls | validate``.
+"""The command line: ``mmcit run | demo | sweep | compare | predict | data check | eval | ls | validate``.
 
 Every command module adds its subcommands; ``main`` parses, runs, and turns an ``MmcitError`` into
 one line on stderr with the error's exit code (2: fix the input and retry; 1: a run failed midway,
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmcit.cli import data, demo, ls, predict, run, sweep
+from mmcit.cli import compare, data, demo, ls, predict, run, sweep
 from mmcit.cli import eval as eval_cmd
 from mmcit.cli.errors import fail
 from mmcit.errors import MmcitError, NonFiniteLoss
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_subcommands(sub)  # mmcit eval answers | mmcit eval suite
     ls.add_subcommands(sub)  # mmcit ls | mmcit validate
     sweep.add_subcommand(sub)
+    compare.add_subcommand(sub)
     return parser
 
 

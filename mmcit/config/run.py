@@ -1,9 +1,9 @@
 """A run's configuration: the top-level dataclass, composed of each layer's own config block.
 
 ``data`` (mmcit.data.config), ``model`` (a backend's, resolved by ``model.type``), ``method`` (a
-method's, resolved by ``method.type``), ``train`` (mmcit.training.config) and ``eval``
-(mmcit.evaluation.config). Each block validates its own values; ``RunConfig.validate`` only checks
-what spans blocks.
+method's, resolved by ``method.type``), ``train`` (mmcit.training.config), ``eval``
+(mmcit.evaluation.config) and ``logging`` (an experiment tracker, mmcit.results.tracking). Each
+block validates its own values; ``RunConfig.validate`` only checks what spans blocks.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from mmcit.errors import ConfigError
 from mmcit.evaluation.config import EvalConfig
 from mmcit.methods.base import METHODS, MethodConfig
 from mmcit.models.base import BACKENDS, ModelConfig
+from mmcit.results.tracking import LoggingConfig
 from mmcit.training.config import TrainConfig
 
 
@@ -40,6 +41,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=_default_model)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> None:
         """Checks across blocks (each block has checked its own values first)."""

@@ -30,6 +30,7 @@ import torch.distributed as dist
 
 from mmcit.ema import plain
 from mmcit.ema.groups import GroupLayout, is_dtensor, layer_group, local_part, shard_group
+from mmcit.ema.trace import AlphaTrace
 
 __all__ = ["AdaptiveEMA"]
 
@@ -155,6 +156,7 @@ class AdaptiveEMA:
         # Sum of the blend weights and number of blends per group (for the mean alpha; no host sync).
         self._alpha_sum = torch.zeros(n_groups, **f32)
         self._blends = torch.zeros(n_groups, dtype=torch.long, device=self.device)
+        self._trace = AlphaTrace(n_groups, self.device, self._acc_dtype)  # every blend's alpha, per step
         # Device constants, so that update() never builds a tensor from host data.
         self._nan = torch.tensor(math.nan, **f32)
         self._zero = torch.zeros((), **f32)
@@ -236,6 +238,7 @@ class AdaptiveEMA:
         self._last_alpha.copy_(torch.where(blend, alpha, self._last_alpha))
         self._alpha_sum.add_(torch.where(blend, alpha, self._zero))
         self._blends.add_(blend)
+        self._trace.record(torch.where(blend, alpha, self._nan))
         self._initialized.logical_or_(valid)
 
         per_tensor_weight = weight.to(self.state_dtype)[self._layout.tensor_group]  # lerp wants E's dtype
@@ -277,6 +280,7 @@ class AdaptiveEMA:
         self._last_alpha.fill_(math.nan)
         self._alpha_sum.zero_()
         self._blends.zero_()
+        self._trace.reset()
         self._steps = 0
 
     # -- persistence ---------------------------------------------------------------------------
@@ -297,6 +301,7 @@ class AdaptiveEMA:
             "last_alpha": self._last_alpha,
             "alpha_sum": self._alpha_sum,
             "blends": self._blends,
+            "alpha_trace": self._trace.rows(),
         }
 
     @torch.no_grad()
@@ -319,6 +324,9 @@ class AdaptiveEMA:
             else:
                 getattr(self, "_" + key).zero_()
         self._steps = int(state["steps"])
+        # States written before the trace was kept lack it: its rows are then unknown (NaN).
+        trace = state.get("alpha_trace")
+        self._trace.load(trace if trace is not None else torch.full((self._steps, len(self._group_names)), math.nan))
 
     # -- reading (these synchronise with the device) -----------------------------------------------
     @property
@@ -350,6 +358,12 @@ class AdaptiveEMA:
         """
         blends = int(self._blends.sum())
         return float(self._alpha_sum.sum()) / blends if blends else math.nan
+
+    def alpha_trace(self) -> torch.Tensor:
+        """(updates since the last reset, groups) float32 on the CPU: the alpha of each group's blend
+        at each update, NaN where it did not blend (the first update, skipped ones). Columns follow
+        :attr:`groups`."""
+        return self._trace.rows().float().cpu()
 
     @property
     def num_fallbacks(self) -> int:

@@ -10,12 +10,15 @@ step checkpoint resumes mid-stage exactly.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmcit.ema.adaptive import ALPHA_NORMS, AdaptiveEMA
 from mmcit.errors import ConfigError
+from mmcit.io import save_safetensors
 
 if TYPE_CHECKING:
     from mmcit.models.wrapper import MMModel
@@ -86,10 +89,15 @@ class EMAComponent:
             raise RuntimeError("EMAComponent.update() outside start() ... finish()")
         self.ema.update()
 
-    def finish(self, stage: str) -> dict[str, Any]:
-        """Copy the EMA weights into the model and record the stage's figures (returned)."""
+    def finish(self, stage: str, trace_path: str | Path | None = None) -> dict[str, Any]:
+        """Copy the EMA weights into the model and record the stage's figures (returned); with
+        ``trace_path``, save the stage's alpha trace there (``alpha`` (steps, groups) float32, the
+        group names and the stage in the metadata), read from the device once."""
         if self.ema is None or not self.active:
             raise RuntimeError("EMAComponent.finish() without start()")
+        if trace_path is not None:
+            save_safetensors(trace_path, {"alpha": self.ema.alpha_trace()},
+                             metadata={"groups": json.dumps(list(self.ema.groups)), "stage": stage})
         self.ema.copy_to()
         self.active = False
         mean = self.ema.mean_alpha

@@ -6,8 +6,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from mmcit.data.sample import Sample, TaskData
 from mmcit.evaluation.config import EvalConfig
 from mmcit.evaluation.scoring import score_task
@@ -15,6 +13,7 @@ from mmcit.io import write_jsonl
 from mmcit.methods.base import Method, Stage
 from mmcit.models.tower_cache import MAX_CACHE_BYTES, with_cached_images
 from mmcit.models.wrapper import MMModel
+from mmcit.progress import Progress
 from mmcit.training import distributed as dist
 
 
@@ -53,7 +52,7 @@ def generate_answers(
     kwargs = {"cache_implementation": "static"} if opts.static_cache else {}
     answers: list[str] = [""] * len(samples)
     model.eval()
-    bar = tqdm(total=len(samples), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = Progress(len(samples), desc, enabled=progress)
     for name, indices in by_adapter.items():
         if name is not None:
             model.set_adapter(name)
@@ -107,29 +106,36 @@ def evaluate_task(
     ``answers_file``, write the answers in CoIN's answer-file layout."""
     start = time.perf_counter()
     adapters = method.select_adapter(task.test)  # every process routes all samples: counts stay equal
+    used = [model.active_adapter if a is None else a for a in adapters]  # None keeps the active one
     # Data parallel: each process answers its share; every process gets all answers back.
     predictions = dist.gather_shards(generate_answers(
         model, dist.shard(task.test), dist.shard(adapters), batch_size, max_new_tokens, progress,
         desc=f"eval {task.name}", options=options), len(task.test))
     accuracy, scores = score_task(task.scorer, predictions, task.test, mode=scoring_mode)
     if answers_file is not None:
-        write_jsonl(answers_file, answer_records(task.test, predictions, model_id))
+        write_jsonl(answers_file, answer_records(task.test, predictions, model_id, scores, used))
     return TaskResult(task.name, accuracy, predictions, scores, time.perf_counter() - start)
 
 
-def answer_records(samples: list[Sample], predictions: list[str], model_id: str) -> list[dict]:
-    """Rows in the layout of CoIN's reference answer files (one JSON object per line)."""
-    return [
-        {
-            "question_id": s.id,
-            "prompt": s.prompt,
-            "text": p,
-            "answer_id": f"{model_id}-{s.id}",
-            "model_id": model_id,
-            "metadata": {},
-        }
-        for s, p in zip(samples, predictions)
-    ]
+def answer_records(samples: list[Sample], predictions: list[str], model_id: str,
+                   scores: list[float] | None = None, adapters: list[str | None] | None = None) -> list[dict]:
+    """Rows in the layout of CoIN's reference answer files (one JSON object per line).
+
+    CoIN's files leave ``metadata`` empty; mmcit puts there what the run's analysis needs
+    (``mmcit.results.run.Run.answers``): the gold answer, the image path and, when given, the
+    sample's score in [0, 1] and the adapter that answered it. Readers of the layout use only
+    ``question_id`` and ``text``.
+    """
+    rows = []
+    for k, (s, p) in enumerate(zip(samples, predictions)):
+        meta = {"gold": s.answer, "image": None if s.image is None else str(s.image)}
+        if scores is not None:
+            meta["score"] = scores[k]
+        if adapters is not None:
+            meta["adapter"] = adapters[k]
+        rows.append({"question_id": s.id, "prompt": s.prompt, "text": p, "answer_id": f"{model_id}-{s.id}",
+                     "model_id": model_id, "metadata": meta})
+    return rows
 
 
 def evaluate_stage(model: MMModel, method: Method, stage: Stage, tasks: list[str], cfg: EvalConfig,

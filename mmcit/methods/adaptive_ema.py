@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mmcit.ema.component import EMAComponent, EMASettings
+from mmcit.ema.trace import trace_file
 from mmcit.methods.base import METHODS, Method, MethodConfig, Stage
+from mmcit.training.distributed import is_main
 
 if TYPE_CHECKING:
     from mmcit.models.wrapper import MMModel
@@ -46,8 +48,9 @@ class AdaptiveEMAMethod(Method):
         self.ema.update()
 
     def after_stage(self, stage: Stage, model: "MMModel") -> None:
-        """Copy the EMA weights in."""
-        self.ema.finish(stage.name)
+        """Copy the EMA weights in; the stage's alpha trace goes to the run folder."""
+        main = self.ctx is not None and self.ctx.run_dir is not None and is_main()
+        self.ema.finish(stage.name, trace_file(self.ctx.run_dir, stage.index, stage.name) if main else None)
 
     def state_dict(self) -> dict:
         """The EMA's counters (and, inside a stage, its tensors)."""

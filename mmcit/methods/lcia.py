@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mmcit.ema.component import EMAComponent, EMASettings
+from mmcit.ema.trace import trace_file
 from mmcit.errors import ConfigError
 from mmcit.io import write_json
 from mmcit.methods.base import METHODS, Method, MethodConfig, Stage
@@ -118,7 +119,8 @@ class LCIA(Method):
     def after_stage(self, stage: Stage, model: "MMModel") -> None:
         """Copy the EMA weights in (when on), write the codebook, label the coming routing counts."""
         if self.ema.active:
-            self.ema.finish(stage.name)
+            main = self.ctx is not None and self.ctx.run_dir is not None and is_main()
+            self.ema.finish(stage.name, trace_file(self.ctx.run_dir, stage.index, stage.name) if main else None)
         self.routing.router.label = stage.name  # the evaluation that follows is counted under this stage
         if self.ctx is not None and is_main():  # data parallel: rank 0 writes the run's files
             write_json(self.ctx.run_dir / "codebook.json", self.codebook_json())

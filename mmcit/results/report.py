@@ -1,4 +1,4 @@
-"""Results of a run: results.json, report.md, the accuracy-matrix heatmap, the combined report."""
+"""Results of a run: results.json, report.md, report.html, the accuracy-matrix heatmap, the combined report."""
 from __future__ import annotations
 
 import platform
@@ -106,7 +106,8 @@ def build_results(method: str, tasks: list[str], rows: list[str], matrix, joint:
 
 
 def write_run_report(run_dir: Path, results: dict) -> None:
-    """report.md and accuracy_matrix.png for one run (results.json is written by the runner)."""
+    """report.md, report.html and accuracy_matrix.png for one run (results.json is written by the
+    runner)."""
     tasks, rows, matrix = results["tasks"], results["stages"], results["accuracy_matrix"]
     m = results["metrics"] or {}
     save_heatmap(run_dir / "accuracy_matrix.png", tasks, rows, matrix, results["method"])
@@ -133,6 +134,9 @@ def write_run_report(run_dir: Path, results: dict) -> None:
     env = results.get("environment", {})
     lines += ["## Environment", "", *[f"- {k}: {v}" for k, v in env.items()], ""]
     write_text(run_dir / "report.md", "\n".join(lines))
+    from mmcit.results.run import Run  # lazy: pandas (heavy), needed only once the run has ended
+
+    Run(run_dir, results).write_html()
 
 
 def general_section(general: dict) -> str:

@@ -21,7 +21,6 @@ import time
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from mmcit.data.collate import IGNORE_INDEX, pack
 from mmcit.data.sample import Sample
@@ -29,6 +28,7 @@ from mmcit.errors import NonFiniteLoss
 from mmcit.methods.base import Method
 from mmcit.models.tower_cache import attach_cached_tokens, batch_tower_tokens, cacheable, with_image_tokens
 from mmcit.models.wrapper import MMModel
+from mmcit.progress import Progress
 from mmcit.training import distributed as dist
 from mmcit.training.config import TrainConfig
 from mmcit.training.loss import compute_loss
@@ -126,12 +126,14 @@ def mixed_rows(share: float, batch_size: int) -> int:
 def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: TrainConfig, *, seed: int,
                 desc: str = "train", progress: bool = True, resume: TrainState | None = None,
                 on_checkpoint: Callable[[TrainState], None] | None = None,
-                mix: tuple[list[Sample], float] | None = None) -> TrainStats:
+                mix: tuple[list[Sample], float] | None = None,
+                on_step: Callable[[int, float, float], None] | None = None) -> TrainStats:
     """Train one stage (see the module docstring); with ``cfg.checkpoint_every`` set,
     ``on_checkpoint`` gets a :class:`TrainState` every that many optimizer steps, and ``resume``
     continues from one. ``mix = (extra samples, share)`` fills ``mixed_rows(share, batch)`` rows
     of every global batch with extra samples, drawn by a second seeded permutation; the number of
-    steps is the stage's own, so a step costs what it costs without the mix."""
+    steps is the stage's own, so a step costs what it costs without the mix. ``on_step(step, loss,
+    lr)`` is called after every optimizer step (a tracker)."""
     start = time.perf_counter()
     if cfg.batch_size % dist.world_size():
         raise ValueError(f"{desc}: batch size {cfg.batch_size} does not split over {dist.world_size()} processes")
@@ -149,9 +151,8 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
         _resume(resume, total, desc, optimizer, scheduler, cursor, mixer)
     every = cfg.checkpoint_every if on_checkpoint is not None else None
     pad = model.tokenizer.pad_token_id
-    bar = tqdm(range(cursor.step, total), desc=desc, disable=not progress, leave=False, dynamic_ncols=True,
-               initial=cursor.step, total=total)
-    for step in bar:
+    bar = Progress(total, desc, enabled=progress, initial=cursor.step)
+    for step in range(cursor.step, total):
         idx = cursor.next_batch(len(samples), cfg.batch_size - k)
         if mixer is not None:
             idx += [len(samples) + j for j in mixer.next_batch(len(extra), k)]
@@ -167,10 +168,13 @@ def train_stage(model: MMModel, method: Method, samples: list[Sample], cfg: Trai
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         method.after_optimizer_step(model)  # gradients are still present here
+        lr = optimizer.param_groups[0]["lr"]  # this step's (the scheduler moves it on next)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         cursor.record(value)
-        bar.set_postfix(loss=f"{value:.3f}")
+        bar.update(1, loss=value)
+        if on_step is not None:
+            on_step(cursor.step, value, lr)
         if every and cursor.step % every == 0:
             on_checkpoint(_state(cursor, mixer, total, time.perf_counter() - start, optimizer, scheduler))
     bar.close()

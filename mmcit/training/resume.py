@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 # with such a cfg): only settings that do not alter what the completed stages computed. A key
 # ending in ".*" allows every key under it. Anything else (data, model, method, seed, scoring) would
 # make the kept rows and checkpoints belong to a different run.
-RESUME_OVERRIDABLE = ("train.*", "eval.batch_size", "eval.max_new_tokens", "threads")
+RESUME_OVERRIDABLE = ("train.*", "eval.batch_size", "eval.max_new_tokens", "threads", "logging.*")
 # Changes that keep a task's step checkpoints valid: they do not alter the training of the steps done.
-_KEEPS_STEP_CHECKPOINTS = {"train.checkpoint_every", "eval.batch_size", "eval.max_new_tokens", "threads"}
+_KEEPS_STEP_CHECKPOINTS = {"train.checkpoint_every", "eval.batch_size", "eval.max_new_tokens", "threads",
+                           "logging.tracker", "logging.dir", "logging.project"}
 
 
 def resume_overridable(key: str) -> bool:

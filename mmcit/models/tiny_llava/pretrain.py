@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from mmcit.data.collate import Encoder, collate
 from mmcit.data.config import default_cache_dir
@@ -32,6 +31,7 @@ from mmcit.models.tiny_llava.build import (EFFICIENTNET, TinyModelSpec, build_pr
 from mmcit.models.tiny_llava.config import TinyLlavaConfig
 from mmcit.models.tiny_llava.tokenizer import load_tokenizer, train_tokenizer
 from mmcit.models.tower_cache import tower_tokens, with_image_tokens
+from mmcit.progress import Progress, progress_mode
 
 
 def spec_from_config(cfg: TinyLlavaConfig) -> TinyModelSpec:
@@ -98,7 +98,14 @@ def load_or_pretrain(
         _pretrain(model, processor, captions, cfg, seed, progress, template)
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    from transformers.utils import logging as hf_logging
+
+    if not progress or progress_mode() != "bar":  # transformers' own shard-writing bar
+        hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(tmp)
+    finally:
+        hf_logging.enable_progress_bar()
     tok.save_pretrained(tmp)
     (tmp / "done").write_text(json.dumps({"seconds": time.perf_counter() - start}))
     if cache.exists():  # another process finished first; keep its copy
@@ -140,8 +147,8 @@ def _pretrain(model, processor, captions: list[Sample], cfg: TinyLlavaConfig, se
     pad = processor.tokenizer.pad_token_id
     model.train()
     tower.train(image_tokens is None)  # a frozen tower's BatchNorm keeps its running statistics
-    bar = tqdm(range(pc.steps), desc="pretrain base", disable=not progress, leave=False, dynamic_ncols=True)
-    for _ in bar:
+    bar = Progress(pc.steps, "pretrain base", enabled=progress)
+    for _ in range(pc.steps):
         idx = rng.sample(range(len(features)), min(pc.batch_size, len(features)))
         batch = collate([features[i] for i in idx], pad, "right")
         if image_tokens is not None:
@@ -152,7 +159,8 @@ def _pretrain(model, processor, captions: list[Sample], cfg: TinyLlavaConfig, se
         opt.step()
         sched.step()
         model.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update(1, loss=loss.item())
+    bar.close()
     model.eval()
 
 
@@ -178,8 +186,8 @@ def _pretrain_vision(model, processor, captions, features, pc, seed: int, progre
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=pc.lr, total_steps=pc.vision_steps, pct_start=0.05)
     rng = random.Random(seed + 1)
     tower.train()
-    bar = tqdm(range(pc.vision_steps), desc="pretrain vision", disable=not progress, leave=False, dynamic_ncols=True)
-    for _ in bar:
+    bar = Progress(pc.vision_steps, "pretrain vision", enabled=progress)
+    for _ in range(pc.vision_steps):
         idx = rng.sample(range(len(captions)), min(pc.batch_size, len(captions)))
         hidden = tower(pixel_values=pixels[idx]).last_hidden_state  # (B, 1 + patches, D)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(head(hidden.mean(1)), targets[idx])
@@ -188,7 +196,8 @@ def _pretrain_vision(model, processor, captions, features, pc, seed: int, progre
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.update(1, loss=loss.item())
+    bar.close()
 
 
 def _words(text: str) -> list[str]:
