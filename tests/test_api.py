@@ -194,6 +194,8 @@ def _seed_copy(run, folder: Path, seed: int, average: float, costs: dict | None)
     results["metrics"]["average_accuracy"] = average
     if costs is not None:
         results["costs"] = costs
+    else:  # a run written before costs were recorded
+        results.pop("costs", None)
     (folder / "results.json").write_text(json.dumps(results))
     return folder
 

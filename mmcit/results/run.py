@@ -233,15 +233,15 @@ class Run:
         return html.write_run_html(self, Path(path) if path is not None else self.path / "report.html")
 
     # -- the model ----------------------------------------------------------------------------------
-    def ask(self, image: str | Path, prompt: str, task: str = "") -> dict[str, Any]:
+    def ask(self, image: str | Path, prompt: str) -> dict[str, Any]:
         """Answer ``prompt`` about ``image`` with the run's last checkpoint, routed as the method
-        routes (LCIA: by the prompt's instruction); returns the answer, group, adapter and
+        routes (LCIA: by the prompt's text alone, no task named); returns the answer, group, adapter and
         similarity. The model is loaded on the first call (this needs torch)."""
         if self._predictor is None:
             from mmcit.evaluation.predict import load_predictor  # lazy: loads torch and the model
 
             self._predictor = load_predictor(self.path, log=lambda msg: None)
-        return self._predictor.answer(image, prompt, task)
+        return self._predictor.answer(image, prompt)
 
 
 def _natural(name: str) -> tuple:
