@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from mmcit.config import RunConfig
-from mmcit.data.stream import StreamData, load_data
+from mmcit.data.stream import StreamData, load_data, require_split
 from mmcit.errors import ConfigError
 from mmcit.evaluation.generate import evaluate_stage
 from mmcit.io import clean_temp_files
@@ -47,6 +47,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     joined, log, progress = _start(cfg, log, progress)
     with dist.main_first():  # rank 0 generates the data first; the others read it from the cache
         data = load_data(cfg.data, cfg.data.cache_path(), log)
+    require_split(data.tasks, cfg.eval.split)  # before any model is built
     run_dir, changes = prepare_run_dir(cfg, resume=resume)
     if resume and dist.is_main():
         for path in clean_temp_files(run_dir):  # left by a killed writer; never real files

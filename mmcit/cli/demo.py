@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from mmcit.cli.errors import fail
 from mmcit.config import load_config
-from mmcit.data.stream import load_data
+from mmcit.data.stream import load_data, require_split
 from mmcit.models.factory import build_model
 from mmcit.recipe import run
 from mmcit.results.report import write_combined_report
@@ -52,6 +52,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg0 = per_method[0][2]
     cache = cfg0.data.cache_path()
     data = load_data(cfg0.data, cache, log=tqdm.write)
+    require_split(data.tasks, cfg0.eval.split)  # before the base is pretrained
     build_model(cfg0, data, cache, log=tqdm.write)
     n_stages = sum(1 if m == "multitask" else len(cfg0.data.tasks) for m in methods)
 

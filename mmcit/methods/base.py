@@ -13,7 +13,7 @@ not in base classes. The recipe (``mmcit/recipe.py``) calls the hooks in this or
             loss (+ method.extra_loss(model, batch, outputs)) -> backward -> clip -> optimizer.step()
             method.after_optimizer_step(model)         # gradients are still present here
         method.after_stage(stage, model)
-        method.select_adapter(task.test) for each task of stage.evaluate, then generation
+        method.select_adapter(task.split(eval.split)) for each task of stage.evaluate, then generation
         checkpoint: method.state_dict()
     (a resume calls method.load_state_dict(state) after setup, or after before_stage mid-stage)
     method.summary() goes into results.json whenever it is written
