@@ -59,4 +59,4 @@ def test_parsed_tasks_are_cached_as_arrow_and_reparsed_when_the_file_changes(tmp
         skipped: dict = {}
         task = coin.load_task(instr, images, "Instructions", "GQA", cache_dir=cache, skip_missing_images=True,
                               skipped=skipped)
-        assert skipped == {"GQA": {"train": 0, "test": 1}} and len(task.test) == len(recs) - 1
+        assert skipped == {"GQA": {"train": 0, "test": 1, "val": 0}} and len(task.test) == len(recs) - 1

@@ -10,11 +10,11 @@ no (image, question, answer) of a test or validation sample occurs in training.
 
 The partition is explicit rather than left to chance where the space is small: the keys of each
 small space (ScienceQA's 64 one-shape scenes, TextVQA's 50 word / colour pairs, ImageNet's 60 icon /
-colour pairs, the one-object scenes of Grounding, VizWiz and VQAv2) are listed, ordered by a seeded
-hash and dealt out in turn, so each small space gives exactly 1 in 8 of its keys (rounded down) to
-each held-out pool. Larger spaces (GQA's two-object scenes, VQAv2's many-object scenes, OCR-VQA's
-covers) are split by the seeded hash of each key. Keys are shared by all tasks, so a scene that two
-tasks can draw (a one-object scene in ScienceQA and VQAv2) has one pool for both.
+colour pairs, the one-object scenes of Grounding, VQAv2 and, degraded, VizWiz) are listed, ordered
+by a seeded hash and dealt out in turn: the 1st, 9th, 17th... key to test, the 2nd, 10th... to
+validation, the others to training. Larger spaces (GQA's two-object scenes, VQAv2's many-object
+scenes, OCR-VQA's covers) are split by the seeded hash of each key. Keys are shared by all tasks, so
+a scene that two tasks can draw (a one-object scene in ScienceQA and VQAv2) has one pool for both.
 
 The one content the pools cannot separate is VizWiz's empty photo ("unanswerable" needs nothing
 shown): it is allowed in every split, and its degradation is held out instead, as is every degraded
@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Callable, Iterable
 
 from data_recipes.synthetic.scenes import TEXT_COLOURS, Scene
-from data_recipes.synthetic.tasks import GROUNDING_GRID, SAMPLERS, SQA_OPTIONS, Item
+from data_recipes.synthetic.tasks import SAMPLERS, SQA_OPTIONS, Item
 from data_recipes.synthetic.vocab import COLOUR_NAMES, ICONS, SHAPES, WORDS
 
 #: Splits a sample can be drawn for; pretraining draws from the training pool.
@@ -69,8 +69,7 @@ def small_spaces() -> dict[str, list[Key]]:
         "ScienceQA": _one_object(2, SQA_OPTIONS["shape"], SQA_OPTIONS["colour"], False),
         "TextVQA": [("word", w, c) for w in WORDS for c in TEXT_COLOURS],
         "ImageNet": [("icon", i, c) for i in ICONS for c in COLOUR_NAMES],
-        "one object, 2 x 2": _one_object(2, SHAPES, COLOUR_NAMES, False),
-        f"one object, {GROUNDING_GRID} x {GROUNDING_GRID}": _one_object(GROUNDING_GRID, SHAPES, COLOUR_NAMES, False),
+        "one object, 2 x 2": _one_object(2, SHAPES, COLOUR_NAMES, False),  # Grounding, VQAv2's single objects
         "one degraded object": _one_object(2, SHAPES, COLOUR_NAMES, True),
     }
 

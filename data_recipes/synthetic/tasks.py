@@ -17,8 +17,6 @@ from data_recipes.synthetic.vocab import (
 
 LETTERS = "ABCD"
 UNANSWERABLE = "unanswerable"
-#: The grid Grounding's single object sits on (its box is one of GROUNDING_GRID ** 2 boxes).
-GROUNDING_GRID = 2
 
 
 @dataclass
@@ -116,10 +114,9 @@ def sample_vizwiz(rng: random.Random, p_unanswerable: float = 0.3) -> Item:
 
 def sample_grounding(rng: random.Random) -> Item:
     """One object on a 2 x 2 grid; the box of "the <colour> <shape>" (one of four boxes)."""
-    obj = _objects(rng, 1, GROUNDING_GRID, distinct=True)[0]
-    box = cell_box(GROUNDING_GRID, obj.cell)
-    return Item(_scene(rng, [obj], grid=GROUNDING_GRID), f"the {obj.colour} {obj.shape}", format_box(box),
-                {"bbox": box})
+    obj = _objects(rng, 1, 2, distinct=True)[0]
+    box = cell_box(2, obj.cell)
+    return Item(_scene(rng, [obj], grid=2), f"the {obj.colour} {obj.shape}", format_box(box), {"bbox": box})
 
 
 def sample_vqav2(rng: random.Random) -> Item:
