@@ -3,6 +3,8 @@
 Layout (docs/coin.md): ``<instruction_root>/<Variant>/<Task>/{train,test}.json``, image paths in the
 records relative to ``<image_root>``. Train records are LLaVA conversations, test records carry
 ``question_id``, ``image``, ``text`` and ``answer`` (Grounding adds ``answer_bbox`` and ``size``).
+An optional ``val.json`` beside them (the synthetic benchmark writes one; real CoIN has none) holds a
+validation split in the test records' format; it is read into ``TaskData.val`` when present.
 
 The task-level instruction is extracted with CoIN's rules: the last line of the first human turn;
 ImageNet: the first line after the ``<image>`` tag (its last line is the shared short-answer
@@ -287,7 +289,7 @@ def variant_dir(variant: str) -> str:
 
 
 def load_task(instruction_root: Path | str, image_root: Path | str, variant: str, task: str, *,
-              splits: Iterable[str] = ("train", "test"), limit: int | None = None,
+              splits: Iterable[str] | None = None, limit: int | None = None,
               check_images: bool = True, verify_images: bool = False,
               scorer: str | None = None, skip_bad_images: bool = False,
               skipped: dict[str, dict[str, int]] | None = None, dropped: list[DataError] | None = None,
@@ -296,7 +298,9 @@ def load_task(instruction_root: Path | str, image_root: Path | str, variant: str
     """Read one task's splits into a ``TaskData``.
 
     ``variant`` is a folder name (``Instructions``...) or a short alias (``original``, ``diverse``,
-    ``10type``, ``heldout``). ``limit`` keeps the first records of each split. ``check_images``
+    ``10type``, ``heldout``). ``splits``: the splits to read; None reads ``train`` and ``test``, and
+    ``val`` too when the task has a ``val.json`` (a split asked for by name must have its file).
+    ``limit`` keeps the first records of each split. ``check_images``
     checks that every image exists and that its header opens; ``verify_images`` decodes every
     pixel instead (slower). ``scorer`` overrides ``TASK_SCORERS`` (needed for a task outside CoIN).
     Splits not requested are empty.
@@ -321,16 +325,19 @@ def load_task(instruction_root: Path | str, image_root: Path | str, variant: str
     # absolute() rather than resolve(): keep the user's symlinks in the paths samples carry.
     instruction_root, image_root = Path(instruction_root), Path(image_root).absolute()
     images = _ImageChecker(image_root, check_images, verify_images)
-    loaded: dict[str, list[Sample]] = {"train": [], "test": []}
+    loaded: dict[str, list[Sample]] = {"train": [], "test": [], "val": []}
     counts: dict[str, int] = {}
+    folder = instruction_root / variant_dir(variant) / task
+    if splits is None:  # the default: val only where the tree has it (real CoIN has none)
+        splits = ("train", "test", "val") if (folder / "val.json").is_file() else ("train", "test")
     for split in splits:
         if split not in loaded:
-            raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
-        path = instruction_root / variant_dir(variant) / task / f"{split}.json"
+            raise ValueError(f"unknown split {split!r}; expected 'train', 'test' or 'val'")
+        path = folder / f"{split}.json"
         if cache_dir is not None and errors is None:
             options = {"task": task, "split": split, "limit": limit, "image_root": str(image_root),
                        "check": check_images, "verify": verify_images}
-            extra = [image_root / GOLD_FILES[task]] if split == "test" and task in GOLD_FILES else []
+            extra = [image_root / GOLD_FILES[task]] if split != "train" and task in GOLD_FILES else []
             loaded[split], bad = cached_parse(
                 Path(cache_dir), cache_key(path, extra, options),
                 lambda: _load_file(path, images, task, split, limit),
@@ -347,7 +354,7 @@ def load_task(instruction_root: Path | str, image_root: Path | str, variant: str
             raise bad[0]
     if skip:
         _report_skipped(task, counts, skipped)
-    return TaskData(name=task, scorer=scorer, train=loaded["train"], test=loaded["test"])
+    return TaskData(name=task, scorer=scorer, train=loaded["train"], test=loaded["test"], val=loaded["val"])
 
 
 def _any_fixed(image_root: Path, problems: list[DataError], verify: bool) -> bool:
@@ -376,7 +383,8 @@ def _load_file(path: Path, images: _ImageChecker, task: str, split: str, limit: 
     """
     try:
         records = _read_records(path)[:limit]
-        golds = _GOLD_LOADERS[task](images.root) if split == "test" and task in _GOLD_LOADERS else None
+        # Validation records have the test format; a gold file holds both splits' questions.
+        golds = _GOLD_LOADERS[task](images.root) if split != "train" and task in _GOLD_LOADERS else None
     except DataError as e:
         if errors is None:
             raise

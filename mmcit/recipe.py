@@ -15,7 +15,7 @@ import torch
 
 from mmcit.config import RunConfig
 from mmcit.data.preflight import preflight
-from mmcit.data.stream import StreamData, load_data
+from mmcit.data.stream import StreamData, load_data, require_split
 from mmcit.errors import ConfigError
 from mmcit.evaluation.general import evaluate_general, retention
 from mmcit.evaluation.generate import evaluate_stage

@@ -350,3 +350,27 @@ def test_processor_chat_template_with_image_content(ckpt):
                                                                      "", "")
     # (transformers renders chat templates with trim_blocks: the newline after a block tag goes.)
     assert pieces == [("USER: <image>\nWhat is it?ASSISTANT:", " a cat"), ("USER: Colour?ASSISTANT:", " red")]
+
+
+def test_tiny_base_length_pool_batches_pad_less_and_draw_every_record():
+    import random
+
+    from mmcit.models.tiny_llava.pretrain import _draw_batch
+
+    lengths = [random.Random(k).randint(20, 60) for k in range(2000)]
+    plain, pooled = random.Random(0), random.Random(0)
+    assert _draw_batch(plain, lengths, 32, 1) == random.Random(0).sample(range(2000), 32)  # pool 1: as before
+    counts = [0] * len(lengths)
+    waste = {1: [], 4: []}
+    for pool, rng in ((1, plain), (4, pooled)):
+        for _ in range(300):
+            idx = _draw_batch(rng, lengths, 32, pool)
+            assert len(set(idx)) == 32
+            waste[pool].append(max(lengths[i] for i in idx) * 32 / sum(lengths[i] for i in idx))
+            if pool == 4:
+                for i in idx:
+                    counts[i] += 1
+    assert sum(waste[4]) < 0.85 * sum(waste[1])  # padded tokens per real token
+    short = sum(c for c, n in zip(counts, lengths) if n < 40) / sum(n < 40 for n in lengths)
+    long = sum(c for c, n in zip(counts, lengths) if n >= 40) / sum(n >= 40 for n in lengths)
+    assert abs(short - long) < 0.15 * (short + long) / 2  # short and long records drawn alike

@@ -31,9 +31,9 @@ def test_reads_synthetic_stream(bench):
     assert [t.name for t in stream] == TASKS
     for td in stream:
         assert td.scorer == TASK_SCORERS[td.name]
-        assert (len(td.train), len(td.test)) == (20 * TRAIN_WEIGHT.get(td.name, 1), 3)
+        assert (len(td.train), len(td.test), len(td.val)) == (20 * TRAIN_WEIGHT.get(td.name, 1), 3, 3)
         assert td.instructions == [ORIGINAL_INSTRUCTIONS[td.name]]
-        for s in td.train + td.test:
+        for s in td.train + td.test + td.val:
             assert s.image.is_absolute() and s.image.is_file() and "<image>" not in s.prompt
             assert s.instruction == ORIGINAL_INSTRUCTIONS[td.name]
         assert all(s.meta == {} for s in td.train)
@@ -43,9 +43,28 @@ def test_reads_synthetic_stream(bench):
     for s in by_name["Grounding"].test:
         assert s.meta["size"] == [64, 64] and len(s.meta["bbox"]) == 4
         assert s.answer == "[" + ", ".join(f"{v:.2f}" for v in s.meta["bbox"]) + "]"
-    for s in by_name["TextVQA"].test:
+    for s in by_name["TextVQA"].test + by_name["TextVQA"].val:  # one gold file serves both splits
         assert len(s.answers) == 10 and s.answer in s.answers
     assert all(s.answers is None for s in by_name["GQA"].test)
+    for s in by_name["Grounding"].val:  # validation records are read like test records
+        assert s.meta["size"] == [64, 64] and s.answer == "[" + ", ".join(f"{v:.2f}" for v in s.meta["bbox"]) + "]"
+
+
+def test_val_is_optional_and_explicit(bench, tmp_path):
+    """A tree without val.json reads as before (val empty); a val asked for by name must exist."""
+    import shutil
+
+    instr, images = bench
+    copy = tmp_path / "instructions"
+    shutil.copytree(instr / "Instructions" / "GQA", copy / "Instructions" / "GQA")
+    (copy / "Instructions" / "GQA" / "val.json").unlink()
+    td = load_task(copy, images, "original", "GQA")
+    assert (len(td.train), len(td.test), td.val) == (40, 3, [])
+    assert load_task(copy, images, "original", "GQA", splits=("test",)).val == []
+    with pytest.raises(DataError, match="val.json: file not found"):
+        load_task(copy, images, "original", "GQA", splits=("val",))
+    only_val = load_task(instr, images, "original", "GQA", splits=("val",))
+    assert (only_val.train, only_val.test, len(only_val.val)) == ([], [], 3)
 
 
 def test_reads_diverse_and_heldout(bench):

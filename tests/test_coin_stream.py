@@ -32,7 +32,7 @@ def test_parsed_tasks_are_cached_as_arrow_and_reparsed_when_the_file_changes(tmp
     generate(tmp_path / "coin", seed=3, scale=0.05, tasks=["TextVQA", "GQA"])
     instr, images, cache = tmp_path / "coin" / "instructions", tmp_path / "coin" / "images", tmp_path / "arrow"
     first = coin.load_task(instr, images, "Instructions", "TextVQA", cache_dir=cache)
-    assert len(list(cache.iterdir())) == 2  # one entry per split
+    assert len(list(cache.iterdir())) == 3  # one entry per split (train, test, val)
     parse = coin._load_file
 
     def must_not_parse(*a, **k):
@@ -41,6 +41,7 @@ def test_parsed_tasks_are_cached_as_arrow_and_reparsed_when_the_file_changes(tmp
     monkeypatch.setattr(coin, "_load_file", must_not_parse)
     again = coin.load_task(instr, images, "Instructions", "TextVQA", cache_dir=cache)
     assert again == first and again.test[0].answers == first.test[0].answers
+    assert again.val[0].answers == first.val[0].answers and len(again.val[0].answers) == 10
     assert isinstance(again.train[0].turns[0], tuple) and again.train[0].image.is_file()
     # A changed file is parsed again (and cached under a new key).
     path = instr / "Instructions" / "TextVQA" / "train.json"
@@ -59,4 +60,4 @@ def test_parsed_tasks_are_cached_as_arrow_and_reparsed_when_the_file_changes(tmp
         skipped: dict = {}
         task = coin.load_task(instr, images, "Instructions", "GQA", cache_dir=cache, skip_missing_images=True,
                               skipped=skipped)
-        assert skipped == {"GQA": {"train": 0, "test": 1}} and len(task.test) == len(recs) - 1
+        assert skipped == {"GQA": {"train": 0, "test": 1, "val": 0}} and len(task.test) == len(recs) - 1

@@ -186,7 +186,7 @@ def test_skip_missing_images_counts(tree):
         load_stream(instr, images, "original", TASKS)
     skipped: dict[str, dict[str, int]] = {}
     gqa, vizwiz = load_stream(instr, images, "original", TASKS, skip_missing_images=True, skipped=skipped)
-    assert skipped == {"GQA": {"train": 2, "test": 0}, "VizWiz": {"train": 0, "test": 1}}
+    assert skipped == {"GQA": {"train": 2, "test": 0, "val": 0}, "VizWiz": {"train": 0, "test": 1, "val": 0}}
     assert (len(gqa.train), len(gqa.test), len(vizwiz.train), len(vizwiz.test)) == (38, 3, 40, 2)
     assert all(s.image.is_file() for td in (gqa, vizwiz) for s in td.train + td.test)
 

@@ -44,6 +44,17 @@ def test_two_task_stream_end_to_end(tmp_path, cache_dir):
     assert (d / "report.md").read_text().startswith("# lora_ft")
     assert (d / "accuracy_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert load_config(d / "config.yaml").train.max_steps == 3  # the resolved config reloads
+    assert saved["eval_split"] == "test"
+
+
+def test_eval_split_val_answers_the_validation_samples(tmp_path, cache_dir):
+    from data_recipes.synthetic.writer import VAL_ID_OFFSET
+
+    res = run(tiny_cfg(tmp_path, cache_dir, "eval.split=val", "data.val_limit=2"), progress=False, log=lambda m: None)
+    assert res["eval_split"] == "val"
+    for stage, task in (("01_TextVQA", "TextVQA"), ("02_GQA", "TextVQA"), ("02_GQA", "GQA")):
+        rows = [json.loads(l) for l in (tmp_path / "run" / "answers" / stage / f"{task}.jsonl").read_text().splitlines()]
+        assert [int(r["question_id"]) for r in rows] == [VAL_ID_OFFSET, VAL_ID_OFFSET + 1]
 
 
 def test_multitask_is_one_joint_row(tmp_path, cache_dir):

@@ -14,12 +14,15 @@ from data_recipes.synthetic import (
     PRETRAIN_PROMPT, SHAPES, TASKS, WORDS, generate,
 )
 from data_recipes.synthetic.instructions import IMAGENET_LAST_LINE, VQA_INSTRUCTION
-from data_recipes.synthetic.scenes import KIND_QUESTION, Obj, REGIONS, Scene, focused_descriptions
+from data_recipes.synthetic.overlap import overlap_report
+from data_recipes.synthetic.scenes import BOX_PROMPT, KIND_QUESTION, Obj, REGIONS, Scene, focused_descriptions
+from data_recipes.synthetic.splits import HELD_OUT_EVERY, dealt_pools, pool_of, scene_key, small_spaces
 from data_recipes.synthetic.tasks import SAMPLERS, SQA_OPTIONS, UNANSWERABLE
-from data_recipes.synthetic.writer import TRAIN_WEIGHT
+from data_recipes.synthetic.writer import TRAIN_WEIGHT, VAL_ID_OFFSET
 from data_recipes.synthetic.vocab import cell_box, format_box
 
-SCALE = 0.05  # 20 train, 3 test per task, 8 pretraining scenes per kind: well under a second
+SCALE = 0.05  # 20 train, 3 val, 3 test per task, 8 pretraining scenes per kind: well under a second
+EVALUATED = ("val", "test")
 VQA_LIKE = ["TextVQA", "GQA", "VizWiz", "VQAv2", "OCRVQA"]
 VARIANTS = {"Instructions": ORIGINAL_INSTRUCTIONS, "Instructions_Diverse": DIVERSE_INSTRUCTIONS}
 
@@ -66,13 +69,13 @@ def test_layout_and_counts(bench):
     assert Path(manifest["image_root"]) == (root / "images").resolve()
     instr = root / "instructions"
     for task in TASKS:
-        n_train, n_test = manifest["counts"][task]["train"], manifest["counts"][task]["test"]
-        assert (n_train, n_test) == (20 * TRAIN_WEIGHT.get(task, 1), 3)
+        counts = manifest["counts"][task]
+        assert counts == {"train": 20 * TRAIN_WEIGHT.get(task, 1), "val": 3, "test": 3}
         for variant in ("Instructions", "Instructions_Diverse"):
-            assert len(load(instr / variant / task / "train.json")) == n_train
-            assert len(load(instr / variant / task / "test.json")) == n_test
-        assert sorted(p.name for p in (instr / "Instructions_Heldout" / task).iterdir()) == ["test.json"]
-        for split, n in (("train", n_train), ("test", n_test)):
+            for split, n in counts.items():
+                assert len(load(instr / variant / task / f"{split}.json")) == n
+        assert sorted(p.name for p in (instr / "Instructions_Heldout" / task).iterdir()) == ["test.json", "val.json"]
+        for split, n in counts.items():
             assert len(list((root / "images" / task / split).glob("*.png"))) == n
     assert json.loads((root / "manifest.json").read_text())["counts"] == manifest["counts"]
 
@@ -88,14 +91,17 @@ def test_records_well_formed(bench):
                 assert gpt["from"] == "gpt" and gpt["value"]
                 assert not Path(rec["image"]).is_absolute() and ".." not in rec["image"]
                 assert (root / "images" / rec["image"]).is_file()
-            for rec in load(root / "instructions" / variant / task / "test.json"):
-                keys = {"question_id", "image", "text", "answer"}
-                if task == "Grounding":
-                    keys |= {"answer_bbox", "size"}
-                    assert rec["size"] == [64, 64] and rec["answer_bbox"] == rec["answer"]
-                assert set(rec) == keys and "<image>" not in rec["text"]
-                with Image.open(root / "images" / rec["image"]) as im:
-                    assert im.format == "PNG" and im.size == (64, 64) and im.mode == "RGB"
+            for split in EVALUATED:  # validation records have the test records' format
+                for i, rec in enumerate(load(root / "instructions" / variant / task / f"{split}.json")):
+                    keys = {"question_id", "image", "text", "answer"}
+                    if task == "Grounding":
+                        keys |= {"answer_bbox", "size"}
+                        assert rec["size"] == [64, 64] and rec["answer_bbox"] == rec["answer"]
+                    assert set(rec) == keys and "<image>" not in rec["text"]
+                    assert rec["question_id"] == i + (VAL_ID_OFFSET if split == "val" else 0)
+                    assert rec["image"] == f"{task}/{split}/{i:05d}.png"
+                    with Image.open(root / "images" / rec["image"]) as im:
+                        assert im.format == "PNG" and im.size == (64, 64) and im.mode == "RGB"
 
 
 def test_prompt_layout_per_task(bench):
@@ -129,7 +135,8 @@ def test_answer_formats(bench):
     for task in TASKS:
         answers = [r["conversations"][1]["value"]
                    for r in load(root / "instructions/Instructions" / task / "train.json")]
-        answers += [r["answer"] for r in load(root / "instructions/Instructions" / task / "test.json")]
+        answers += [r["answer"] for split in EVALUATED
+                    for r in load(root / "instructions/Instructions" / task / f"{split}.json")]
         vocab = {
             "ScienceQA": set("ABCD"), "TextVQA": set(WORDS), "ImageNet": set(ICONS),
             "GQA": set(COLOUR_NAMES) | set(SHAPES),
@@ -153,8 +160,9 @@ def test_vizwiz_unanswerable_rate(tmp_path):
 def test_textvqa_golds(bench):
     root, _ = bench
     golds = json.loads((root / "images/TextVQA/TextVQA_0.5.1_val.json").read_text())["data"]
-    tests = load(root / "instructions/Instructions/TextVQA/test.json")
+    tests = [r for split in EVALUATED for r in load(root / f"instructions/Instructions/TextVQA/{split}.json")]
     by_id = {g["question_id"]: g["answers"] for g in golds}
+    assert len(by_id) == len(golds) == 6  # the test and validation ids never collide
     assert set(by_id) == {r["question_id"] for r in tests}
     for rec in tests:
         answers = by_id[rec["question_id"]]
@@ -168,9 +176,9 @@ def test_heldout_same_questions_new_wording(bench):
     heldout = {t for v in HELDOUT_INSTRUCTIONS.values() for t in v}
     assert not trained & heldout
     assert all(": " not in t for t in trained | heldout)  # would break Grounding's split
-    for task in TASKS:
-        div = load(root / "instructions/Instructions_Diverse" / task / "test.json")
-        held = load(root / "instructions/Instructions_Heldout" / task / "test.json")
+    for task, split in ((t, s) for t in TASKS for s in EVALUATED):
+        div = load(root / "instructions/Instructions_Diverse" / task / f"{split}.json")
+        held = load(root / "instructions/Instructions_Heldout" / task / f"{split}.json")
         assert [(r["question_id"], r["image"], r["answer"]) for r in div] == \
                [(r["question_id"], r["image"], r["answer"]) for r in held]
         for d, h in zip(div, held):
@@ -222,7 +230,7 @@ def test_pretrain_captions(bench):
     root, manifest = bench
     records = load(root / "instructions/Pretrain/train.json")
     assert len(records) == manifest["pretrain"] == 2 * 8 * 8  # a caption and a focused description
-    focused = {KIND_QUESTION, *REGIONS, "List the colors.", "List the shapes.", "Read the text."}
+    focused = {KIND_QUESTION, *REGIONS, "List the colors.", "List the shapes.", "Read the text.", BOX_PROMPT}
     captions = []
     for caption, focus in zip(records[::2], records[1::2]):
         assert caption["image"] == focus["image"] and focus["id"] == caption["id"] + "_focus"
@@ -245,7 +253,9 @@ def test_focused_descriptions_by_hand():
     assert got["Describe the top."] == "blue circle top left"
     assert got["Describe the bottom."] == "red star bottom right"
     assert got["List the colors."] == "blue, red" and got["List the shapes."] == "circle, star"
-    assert got[KIND_QUESTION] == "A"
+    assert got[KIND_QUESTION] == "A" and BOX_PROMPT not in got  # a box only for a single object
+    single = dict(focused_descriptions(Scene("objects", (255, 255, 255), grid=2, objects=[Obj("star", "red", 2)])))
+    assert single[BOX_PROMPT] == format_box(cell_box(2, 2)) == "[0.06, 0.56, 0.44, 0.94]"
     empty = dict(focused_descriptions(Scene("objects", (255, 255, 255), grid=2)))
     assert empty["Describe the top."] == "nothing" and empty["List the shapes."] == "nothing"
     cover = dict(focused_descriptions(Scene("cover", (255, 255, 255), colour="red", word="cat",
@@ -304,3 +314,85 @@ def test_data_cache_key_follows_train_weight(tmp_path, monkeypatch):
     assert synthetic_root(cfg, tmp_path, log=lambda m: None) == first  # cached
     monkeypatch.setattr(reader, "TRAIN_WEIGHT", {**reader.TRAIN_WEIGHT, "TextVQA": 3})
     assert synthetic_root(cfg, tmp_path, log=lambda m: None) != first
+
+
+# ---- held-out splits (version 4) ------------------------------------------------------------------
+
+def test_replay_no_evaluated_sample_seen_in_training(tmp_path):
+    """Replay the generator and compare decoded pixels: no test or validation image of any task is a
+    training or pretraining image, and no (image, question, answer) of them is a training sample."""
+    generate(tmp_path, seed=0, scale=0.2, pretrain_per_task=250)  # 50 pretraining scenes per kind
+    for variant in ("Instructions", "Instructions_Diverse"):
+        report = overlap_report(tmp_path, variant)
+        assert list(report) == TASKS
+        for task in TASKS:
+            assert set(report[task]) == set(EVALUATED)
+            for split, o in report[task].items():
+                assert o.samples == 12, (task, split)
+                assert (o.image_in_task_train, o.image_in_train, o.image_in_pretrain, o.copy_of_train) \
+                    == (0, 0, 0, 0), (variant, task, split, o)
+
+
+def test_overlap_report_counts_copies(tmp_path):
+    """The report does count what it claims: a test record pointed at a training image (by another
+    file name) and given that sample's question and answer counts once in every column."""
+    import shutil
+
+    generate(tmp_path, seed=0, scale=SCALE, tasks=["GQA"])
+    instr = tmp_path / "instructions/Instructions/GQA"
+    train, test = load(instr / "train.json"), load(instr / "test.json")
+    shutil.copy(tmp_path / "images" / train[0]["image"], tmp_path / "images/GQA/test/copy.png")
+    test[0].update(image="GQA/test/copy.png", text=train[0]["conversations"][0]["value"].removeprefix("<image>\n"),
+                   answer=train[0]["conversations"][1]["value"])
+    (instr / "test.json").write_text(json.dumps(test))
+    o = overlap_report(tmp_path)["GQA"]["test"]
+    assert (o.samples, o.image_in_task_train, o.image_in_train, o.copy_of_train) == (3, 1, 1, 1)
+
+
+def test_held_out_pools_are_explicit_and_cover_training():
+    """Each small scene space deals 1 in HELD_OUT_EVERY of its keys to test and to val; every
+    attribute value of it stays in the training pool; the pools follow the seed."""
+    pools = dealt_pools(0)
+    seen: set = set()
+    for name, keys in small_spaces().items():
+        fresh = [k for k in dict.fromkeys(keys) if k not in seen]
+        seen |= set(fresh)
+        # dealt in seeded-hash order: the 1st, 9th, 17th... key to test, the 2nd, 10th... to val
+        for split, first in (("test", 0), ("val", 1)):
+            assert sum(pools[k] == split for k in fresh) == len(range(first, len(fresh), HELD_OUT_EVERY)), name
+        def attributes(key: tuple) -> tuple:  # (cell, shape, colour) of a one-object scene, else the slots
+            return key[3][0] if key[0] == "objects" else key[1:]
+
+        train = [attributes(k) for k in keys if pools[k] == "train"]
+        for i, values in enumerate(zip(*map(attributes, keys))):
+            assert {a[i] for a in train} == set(values), (name, i)
+    assert dealt_pools(1) != pools and dealt_pools(0) == pools
+
+
+def test_samplers_draw_only_from_their_pool():
+    import random
+
+    from data_recipes.synthetic.splits import draw
+
+    for task in TASKS:
+        for split in ("train", "val", "test", "pretrain"):
+            rng = random.Random(5)
+            for _ in range(40):
+                item = draw(task, rng, split, seed=0)
+                assert pool_of(scene_key(item.scene), 0) in (None, "train" if split == "pretrain" else split)
+                if item.scene.noise_seed is not None:  # degraded photos: the split is in the seed's low bits
+                    assert item.scene.noise_seed & 3 == {"train": 0, "pretrain": 0, "val": 1, "test": 2}[split]
+
+
+def test_tokenizer_corpus_is_training_text_only(bench):
+    """The tiny model's tokenizer learns from training and pretraining records only: the held-out
+    wordings, which only evaluated files carry, are absent; every training turn is present."""
+    from mmcit.models.tiny_llava.tokenizer import corpus_texts
+
+    root, _ = bench
+    texts = corpus_texts(root / "instructions")
+    joined = "\n".join(texts)
+    assert not [h for v in HELDOUT_INSTRUCTIONS.values() for h in v if h in joined]
+    train_files = sorted((root / "instructions").rglob("train.json"))
+    assert {p.parent.name for p in train_files} == {*TASKS, "Pretrain"}
+    assert len(texts) == 2 * sum(len(load(p)) for p in train_files)

@@ -24,6 +24,7 @@ CFG = "configs/demo/lora_ft.yaml"
         ([CFG, "method={type: lwf, temperature: 0}"], "method.temperature must be > 0"),
         ([CFG, "method={type: lwf, weight: -0.5}"], "method.weight must be >= 0"),
         ([CFG, "data.tasks=[GQA, GQA]"], "duplicates"),
+        ([CFG, "eval.split=train"], "eval.split must be one of test, val"),
         (["configs/nope.yaml"], "config file not found"),
         ([CFG, "data.source=coin", "data.instruction_root=/nonexistent/instr", "data.image_root=/nonexistent/img"],
          "/nonexistent/instr"),
@@ -47,3 +48,19 @@ def test_output_folder_of_a_different_run_is_refused(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "holds a different run" in err[0]
     assert not (tmp_path / "cache" / "bases").exists()  # refused before any model was built
     assert (run_dir / "config.yaml").read_text() == "name: someone-else\n"  # untouched
+
+
+def test_val_split_without_val_files_is_refused_before_training(tmp_path, capsys):
+    """eval.split=val on a tree without val.json (real CoIN has none): one line, no model built."""
+    from data_recipes.synthetic import generate
+
+    generate(tmp_path / "tree", seed=0, scale=0.05, tasks=["GQA"])
+    (tmp_path / "tree" / "instructions" / "Instructions" / "GQA" / "val.json").unlink()
+    args = ["data.source=coin", f"data.instruction_root={tmp_path / 'tree' / 'instructions'}",
+            f"data.image_root={tmp_path / 'tree' / 'images'}", "data.tasks=[GQA]",
+            f"data.cache_dir={tmp_path / 'cache'}", f"output_dir={tmp_path / 'run'}"]
+    code = main(["run", CFG, *args, "eval.split=val"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("mmcit: error:"), err
+    assert "eval.split=val" in err[0] and "GQA" in err[0] and "no val samples" in err[0]
+    assert not (tmp_path / "cache" / "bases").exists() and not (tmp_path / "run").exists()

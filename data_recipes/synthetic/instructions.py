@@ -7,8 +7,8 @@ Three variants, as in CoIN:
 - ``Instructions_Diverse``: five paraphrases per task, one chosen per sample. Each task's family keeps
   its own core vocabulary (letters/options, reading text, object category, colours/positions,
   unanswerable, bounding box, counting/yes-no, book cover) so that tasks separate by meaning.
-- ``Instructions_Heldout`` (test only): two further paraphrases per task, never used in training,
-  to measure how well routing handles unseen wording.
+- ``Instructions_Heldout`` (validation and test only): two further paraphrases per task, never
+  used in training, to measure how well routing handles unseen wording.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import random
 from PIL import Image
 
 from data_recipes.synthetic import draw
-from data_recipes.synthetic.vocab import BACKGROUNDS, COLOURS, GRID_NAMES, cell_box
+from data_recipes.synthetic.vocab import BACKGROUNDS, COLOURS, GRID_NAMES, cell_box, format_box
 
 #: Colours that stay readable as text on a light background (yellow does not).
 TEXT_COLOURS: list[str] = ["red", "green", "blue", "purple", "orange"]
@@ -130,12 +130,16 @@ KIND_QUESTION = "What kind of picture is this?\n" + "\n".join(
     f"{letter}. {name}" for letter, name in zip("ABCD", KIND_OPTIONS.values()))
 
 
+#: The focused description of a one-object scene that gives its object's box.
+BOX_PROMPT = "Give the box of the object."
+
+
 def focused_descriptions(scene: Scene) -> list[tuple[str, str]]:
     """(prompt, answer) pairs that describe one region or one aspect of ``scene``.
 
     They teach the base to let its prompt choose what it reports (a region, the colours, the shapes,
-    the text), as a real LLaVA base brings from its instruction data; "nothing" where a region of a
-    multi-object scene is empty.
+    the text, the box of a single object), as a real LLaVA base brings from its instruction data;
+    "nothing" where a region of a multi-object scene is empty.
     """
     pairs = [(KIND_QUESTION, "ABCD"[list(KIND_OPTIONS).index(scene.kind)])]
     if scene.kind == "objects":
@@ -148,6 +152,8 @@ def focused_descriptions(scene: Scene) -> list[tuple[str, str]]:
                           or "nothing"))
         pairs.append(("List the colors.", ", ".join(o.colour for o in objs) or "nothing"))
         pairs.append(("List the shapes.", ", ".join(o.shape for o in objs) or "nothing"))
+        if len(objs) == 1:  # the box notation Grounding answers in (measured: not learnt from the task alone)
+            pairs.append((BOX_PROMPT, format_box(cell_box(g, objs[0].cell))))
         return pairs
     if scene.kind == "word":
         return pairs + [("List the colors.", scene.colour), ("Read the text.", scene.word)]

@@ -1,12 +1,17 @@
 """Write the synthetic benchmark to disk in exactly CoIN's file layout.
 
-    <root>/images/<Task>/{train,test}/<00000>.png        images (paths in records are relative to images/)
-    <root>/images/TextVQA/TextVQA_0.5.1_val.json         TextVQA's ten gold answers per test question
+    <root>/images/<Task>/{train,val,test}/<00000>.png    images (paths in records are relative to images/)
+    <root>/images/TextVQA/TextVQA_0.5.1_val.json         TextVQA's ten gold answers per test and val question
     <root>/images/Pretrain/<00000>.png                   captioning images for the base's pretraining
-    <root>/instructions/<Variant>/<Task>/{train,test}.json   Variant: Instructions, Instructions_Diverse
-    <root>/instructions/Instructions_Heldout/<Task>/test.json  unseen instruction wordings, same questions
+    <root>/instructions/<Variant>/<Task>/{train,val,test}.json   Variant: Instructions, Instructions_Diverse
+    <root>/instructions/Instructions_Heldout/<Task>/{val,test}.json  unseen instruction wordings, same questions
     <root>/instructions/Pretrain/train.json              "Describe the image." captions
     <root>/manifest.json                                 parameters and counts (relative paths only)
+
+``val.json`` is a validation split in the test records' format (for choosing settings without
+looking at the test split); its question ids start at ``VAL_ID_OFFSET`` so that they never collide
+with the test ids in TextVQA's shared gold file. Test and validation scenes show contents held out
+from training and pretraining, each split its own (``splits.py``).
 
 Every random choice comes from a ``random.Random`` seeded by a hash of (seed, task, split, purpose),
 so a task's data does not depend on which other tasks were generated or in which order.
@@ -18,10 +23,11 @@ import json
 import random
 from pathlib import Path
 
-from data_recipes.synthetic import draw
+from data_recipes.synthetic import draw as pictures
 from data_recipes.synthetic.instructions import VARIANT_DIRS, build_prompt, templates
 from data_recipes.synthetic.scenes import describe, focused_descriptions, render
-from data_recipes.synthetic.tasks import SAMPLERS, Item
+from data_recipes.synthetic.splits import draw
+from data_recipes.synthetic.tasks import Item
 from data_recipes.synthetic.vocab import TASKS
 
 PRETRAIN_PROMPT = "Describe the image."
@@ -31,6 +37,13 @@ PRETRAIN_PROMPT = "Describe the image."
 #: cache key.
 TRAIN_WEIGHT: dict[str, int] = {"ScienceQA": 2, "GQA": 2, "VizWiz": 2, "OCRVQA": 2}
 TEXTVQA_GOLDS = "TextVQA/TextVQA_0.5.1_val.json"
+#: Question id of the first validation record (test ids start at 0).
+VAL_ID_OFFSET = 100_000
+#: Splits written per task, and the instruction variants each split is written in.
+SPLIT_VARIANTS: dict[str, tuple[str, ...]] = {
+    "train": ("original", "diverse"), "val": ("original", "diverse", "heldout"),
+    "test": ("original", "diverse", "heldout"),
+}
 
 
 def derive_seed(seed: int, *parts: str) -> int:
@@ -56,7 +69,8 @@ def _train_record(task: str, i: int, image: str, item: Item, instruction: str) -
 
 
 def _test_record(task: str, i: int, image: str, item: Item, instruction: str, size: int) -> dict:
-    # Like CoIN's test files, "text" carries no <image> tag: the evaluation code adds it.
+    # Like CoIN's test files, "text" carries no <image> tag: the evaluation code adds it. (The
+    # validation records have the same format.)
     rec = {"question_id": i, "image": image, "text": build_prompt(task, item.question, instruction),
            "answer": item.answer}
     if task == "Grounding":
@@ -65,16 +79,23 @@ def _test_record(task: str, i: int, image: str, item: Item, instruction: str, si
     return rec
 
 
-def _textvqa_golds(items: list[Item], seed: int) -> dict:
-    """Ten answers per TextVQA test question: the gold word, sometimes 1-2 case variants."""
-    rng = random.Random(derive_seed(seed, "TextVQA", "golds"))
+def _question_id(split: str, i: int) -> int:
+    return VAL_ID_OFFSET + i if split == "val" else i
+
+
+def _textvqa_golds(items: dict[str, list[Item]], seed: int) -> dict:
+    """Ten answers per TextVQA test and validation question: the gold word, sometimes 1-2 case
+    variants (each split from its own random stream)."""
     data = []
-    for i, item in enumerate(items):
-        answers = [item.answer] * 10
-        for k in rng.sample(range(10), rng.choice([0, 0, 1, 2])):
-            answers[k] = rng.choice([item.answer.capitalize(), item.answer.upper()])
-        data.append({"question_id": i, "image_id": f"{i:05d}", "question": item.question,
-                     "answers": answers})
+    for split in ("test", "val"):
+        rng = random.Random(derive_seed(seed, "TextVQA", "golds") if split == "test"
+                            else derive_seed(seed, "TextVQA", "golds", split))
+        for i, item in enumerate(items.get(split, [])):
+            answers = [item.answer] * 10
+            for k in rng.sample(range(10), rng.choice([0, 0, 1, 2])):
+                answers[k] = rng.choice([item.answer.capitalize(), item.answer.upper()])
+            data.append({"question_id": _question_id(split, i), "image_id": f"{split}/{i:05d}",
+                         "question": item.question, "answers": answers})
     return {"dataset_name": "synthetic-textvqa", "dataset_type": "val", "data": data}
 
 
@@ -90,19 +111,18 @@ def _write_task(task: str, splits: dict[str, int], image_root: Path, instr_root:
     generated: dict[str, list[Item]] = {}
     for split, n in splits.items():
         rng = random.Random(derive_seed(seed, task, split))
-        items = [SAMPLERS[task](rng) for _ in range(n)]
+        items = [draw(task, rng, split, seed) for _ in range(n)]  # from the split's own scene pool
         generated[split] = items
         paths = [f"{task}/{split}/{i:05d}.png" for i in range(n)]
         for item, rel in zip(items, paths):
-            draw.save_png(render(item.scene, size), image_root / rel)
-        variants = ["original", "diverse"] + (["heldout"] if split == "test" else [])
-        for variant in variants:
+            pictures.save_png(render(item.scene, size), image_root / rel)
+        for variant in SPLIT_VARIANTS[split]:
             chosen = _variant_choices(seed, task, split, variant, n)
             if split == "train":
                 records = [_train_record(task, i, p, it, ins)
                            for i, (it, p, ins) in enumerate(zip(items, paths, chosen))]
             else:
-                records = [_test_record(task, i, p, it, ins, size)
+                records = [_test_record(task, _question_id(split, i), p, it, ins, size)
                            for i, (it, p, ins) in enumerate(zip(items, paths, chosen))]
             _write_json(instr_root / VARIANT_DIRS[variant] / task / f"{split}.json", records)
     return generated
@@ -112,10 +132,11 @@ def _write_pretrain(n_per_task: int, image_root: Path, instr_root: Path, seed: i
     rng = random.Random(derive_seed(seed, "Pretrain"))
     records = []
     for i in range(n_per_task * len(TASKS)):
-        # Cycle through the eight scene kinds so that every kind is equally represented.
-        item = SAMPLERS[TASKS[i % len(TASKS)]](rng)
+        # Cycle through the eight scene kinds so that every kind is equally represented; scenes come
+        # from the training pool only.
+        item = draw(TASKS[i % len(TASKS)], rng, "pretrain", seed)
         rel = f"Pretrain/{i:05d}.png"
-        draw.save_png(render(item.scene, size), image_root / rel)
+        pictures.save_png(render(item.scene, size), image_root / rel)
         records.append({"id": f"Pretrain_{i:05d}", "image": rel,
                         "conversations": [{"from": "human", "value": "<image>\n" + PRETRAIN_PROMPT},
                                           {"from": "gpt", "value": describe(item.scene)}]})
@@ -128,16 +149,16 @@ def _write_pretrain(n_per_task: int, image_root: Path, instr_root: Path, seed: i
 
 
 #: Bumped whenever generated content changes, so that cached copies are regenerated.
-VERSION = 3
+VERSION = 4
 
 
 def generate(root: Path | str, *, seed: int = 0, scale: float = 1.0, image_size: int = 64,
-             train_per_task: int = 400, test_per_task: int = 60, pretrain_per_task: int = 150,
-             tasks: list[str] | None = None) -> dict:
+             train_per_task: int = 400, test_per_task: int = 60, val_per_task: int = 60,
+             pretrain_per_task: int = 150, tasks: list[str] | None = None) -> dict:
     """Write the synthetic CoIN-shaped benchmark under ``root`` and return its manifest.
 
-    Sizes are ``round(n * scale)`` (at least 1) for each of ``train_per_task``, ``test_per_task``
-    and ``pretrain_per_task`` (pretraining images per scene kind). ``tasks`` restricts generation to
+    Sizes are ``round(n * scale)`` (at least 1) for each of ``train_per_task``, ``test_per_task``,
+    ``val_per_task`` and ``pretrain_per_task`` (pretraining images per scene kind). ``tasks`` restricts generation to
     a subset (CoIN order is kept); the pretraining set always covers all eight kinds. The same
     arguments give byte-identical files on the same software stack (Pillow, zlib, font file).
     Existing files are overwritten; stale files from an earlier, larger generation are left alone.
@@ -155,15 +176,15 @@ def generate(root: Path | str, *, seed: int = 0, scale: float = 1.0, image_size:
     counts = {}
     for task in chosen:
         splits = {"train": _count(train_per_task * TRAIN_WEIGHT.get(task, 1), scale),
-                  "test": _count(test_per_task, scale)}
+                  "val": _count(val_per_task, scale), "test": _count(test_per_task, scale)}
         items = _write_task(task, splits, image_root, instr_root, seed, image_size)
         counts[task] = {split: len(v) for split, v in items.items()}
         if task == "TextVQA":
-            _write_json(image_root / TEXTVQA_GOLDS, _textvqa_golds(items["test"], seed))
+            _write_json(image_root / TEXTVQA_GOLDS, _textvqa_golds(items, seed))
     n_pre = _write_pretrain(_count(pretrain_per_task, scale), image_root, instr_root, seed, image_size)
-    font = draw.font_path()
+    font = pictures.font_path()
     manifest = {
-        "benchmark": "mmcit-synthetic", "version": 1, "seed": seed, "scale": scale,
+        "benchmark": "mmcit-synthetic", "version": 1, "generator_version": VERSION, "seed": seed, "scale": scale,
         "image_size": image_size, "tasks": chosen, "counts": counts, "pretrain": n_pre,
         "image_root": "images", "instruction_root": "instructions",
         "variants": {k: VARIANT_DIRS[k] for k in ("original", "diverse", "heldout")},

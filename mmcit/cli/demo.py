@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from mmcit.cli.pool import run_all
 from mmcit.cli.sweep import _parse_seeds
 from mmcit.config import load_config
-from mmcit.data.stream import load_data
+from mmcit.data.stream import load_data, require_split
 from mmcit.errors import ConfigError
 from mmcit.models.factory import build_model
 from mmcit.progress import Progress
@@ -68,6 +68,7 @@ def run_demo(out: Path, methods: list[str] | None = None, seeds: list[int] | Non
     if len(first) == 1:  # here, with its progress shown
         cfg0 = load_config(*first[0])
         data = load_data(cfg0.data, cfg0.data.cache_path(), log=log)
+        require_split(data.tasks, cfg0.eval.split)  # before the base is pretrained
         build_model(cfg0, data, cfg0.data.cache_path(), log=log)
     else:
         run_all(first, min(n_jobs, len(first)), log, prepare=True)

@@ -26,7 +26,7 @@ class DataConfig:
     source: str = "synthetic"  # synthetic | coin (or any registered reader)
     variant: str = "Instructions"
     tasks: list[str] = field(default_factory=lambda: list(COIN_TASKS))
-    instruction_root: str | None = None  # coin: <instruction_root>/<variant>/<task>/{train,test}.json
+    instruction_root: str | None = None  # coin: <instruction_root>/<variant>/<task>/{train,test[,val]}.json
     image_root: str | None = None
     seed: int = 0  # synthetic: generator seed
     sample_factor: float = 1.0  # synthetic: multiplies the per-task sample counts
@@ -34,6 +34,7 @@ class DataConfig:
     pretrain_per_task: int = 2400  # synthetic: pretraining scenes per task kind (each captioned and focused)
     train_limit: int | None = None  # keep at most this many training samples per task
     test_limit: int | None = None
+    val_limit: int | None = None  # keep at most this many validation samples per task
     cache_dir: str | None = None  # where generated data and pretrained bases are cached
     # A sample whose image is missing or unreadable: false, the run refuses to start (one line per
     # image); true, the run leaves those samples out and counts them in results.json.

@@ -35,14 +35,26 @@ class Sample:
         return self.turns[-1][1]
 
 
+#: The splits a task may hold. ``val`` has the test records' format and is optional (empty when the
+#: task's tree has no ``val.json``).
+SPLITS: tuple[str, ...] = ("train", "test", "val")
+
+
 @dataclass
 class TaskData:
-    """One task of a stream: its name, scorer and train / test samples."""
+    """One task of a stream: its name, scorer and train / test (and optional validation) samples."""
 
     name: str
     scorer: str
     train: list[Sample]
     test: list[Sample]
+    val: list[Sample] = field(default_factory=list)
+
+    def split(self, name: str) -> list[Sample]:
+        """The samples of split ``name`` (``train``, ``test`` or ``val``)."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return getattr(self, name)
 
     @property
     def instructions(self) -> list[str]:

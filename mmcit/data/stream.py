@@ -46,4 +46,14 @@ def load_data(cfg: DataConfig, cache_dir: Path | None = None, log=print) -> Stre
             t.train = t.train[: cfg.train_limit]
         if cfg.test_limit is not None:
             t.test = t.test[: cfg.test_limit]
+        if cfg.val_limit is not None:
+            t.val = t.val[: cfg.val_limit]
     return data
+
+
+def require_split(tasks: list[TaskData], split: str) -> None:
+    """Raise ``DataError`` (one line) when a task has no samples in the split runs evaluate on."""
+    empty = [t.name for t in tasks if not t.split(split)]
+    if empty:
+        hint = " (no val.json beside its test.json)" if split == "val" else ""
+        raise DataError(f"eval.split={split}: task(s) {', '.join(empty)} have no {split} samples{hint}")

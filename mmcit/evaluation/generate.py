@@ -101,19 +101,21 @@ def evaluate_task(
     model_id: str = "mmcit",
     progress: bool = True,
     options: EvalConfig | None = None,
+    split: str = "test",
 ) -> TaskResult:
-    """Route, answer (sharded across processes) and score one task's test samples; with
-    ``answers_file``, write the answers in CoIN's answer-file layout."""
+    """Route, answer (sharded across processes) and score one task's samples of ``split`` (test or
+    val); with ``answers_file``, write the answers in CoIN's answer-file layout."""
     start = time.perf_counter()
-    adapters = method.select_adapter(task.test)  # every process routes all samples: counts stay equal
+    samples = task.split(split)
+    adapters = method.select_adapter(samples)  # every process routes all samples: counts stay equal
     used = [model.active_adapter if a is None else a for a in adapters]  # None keeps the active one
     # Data parallel: each process answers its share; every process gets all answers back.
     predictions = dist.gather_shards(generate_answers(
-        model, dist.shard(task.test), dist.shard(adapters), batch_size, max_new_tokens, progress,
-        desc=f"eval {task.name}", options=options), len(task.test))
-    accuracy, scores = score_task(task.scorer, predictions, task.test, mode=scoring_mode)
+        model, dist.shard(samples), dist.shard(adapters), batch_size, max_new_tokens, progress,
+        desc=f"eval {task.name}", options=options), len(samples))
+    accuracy, scores = score_task(task.scorer, predictions, samples, mode=scoring_mode)
     if answers_file is not None:
-        write_jsonl(answers_file, answer_records(task.test, predictions, model_id, scores, used))
+        write_jsonl(answers_file, answer_records(samples, predictions, model_id, scores, used))
     return TaskResult(task.name, accuracy, predictions, scores, time.perf_counter() - start)
 
 
@@ -140,9 +142,9 @@ def answer_records(samples: list[Sample], predictions: list[str], model_id: str,
 
 def evaluate_stage(model: MMModel, method: Method, stage: Stage, tasks: list[str], cfg: EvalConfig,
                    run_dir: Path, model_id: str, progress: bool = True) -> tuple[list[float | None], float]:
-    """Evaluate every task of ``stage.evaluate``; returns the accuracy row (one cell per task of the
-    stream, None where not evaluated) and the seconds it took. Rank 0 writes the answer files to
-    ``run_dir/answers/NN_<stage>/<task>.jsonl``."""
+    """Evaluate every task of ``stage.evaluate`` on the split ``cfg.split`` names; returns the
+    accuracy row (one cell per task of the stream, None where not evaluated) and the seconds it took.
+    Rank 0 writes the answer files to ``run_dir/answers/NN_<stage>/<task>.jsonl``."""
     row: list[float | None] = [None] * len(tasks)
     seconds = 0.0
     folder = Path(run_dir) / "answers" / f"{stage.index + 1:02d}_{stage.name}"
@@ -151,7 +153,7 @@ def evaluate_stage(model: MMModel, method: Method, stage: Stage, tasks: list[str
             res = evaluate_task(model, method, task, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
                                 scoring_mode=cfg.scoring_mode, model_id=model_id, progress=progress,
                                 answers_file=folder / f"{task.name}.jsonl" if dist.is_main() else None,
-                                options=cfg)
+                                options=cfg, split=cfg.split)
             row[tasks.index(task.name)] = round(res.accuracy, 4)
             seconds += res.seconds
     return row, seconds

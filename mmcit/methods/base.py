@@ -16,7 +16,7 @@ not in base classes. The recipe (``mmcit/recipe.py``) calls the hooks in this or
             method.after_optimizer_step(model)         # gradients are still present here
         method.after_stage(stage, model)
         method.consolidate(stage, model, passes)       # final weights; passes over samples allowed
-        method.select_adapter(task.test) for each task of stage.evaluate, then generation
+        method.select_adapter(task.split(eval.split)) for each task of stage.evaluate, then generation
         checkpoint: method.state_dict()
     (a resume calls method.load_state_dict(state) after setup, or after before_stage mid-stage)
     method.summary() goes into results.json whenever it is written, with the run's costs, which

@@ -56,7 +56,7 @@ class RunRecord:
         return build_results(
             cfg.method.type, self.tasks, [s.name for s in self.stages[: len(self.matrix)]], self.matrix,
             self.method.joint,
-            {"name": cfg.name, "scoring_mode": cfg.eval.scoring_mode, "complete": len(self.matrix) == len(self.stages),
+            {"name": cfg.name, "scoring_mode": cfg.eval.scoring_mode, "eval_split": cfg.eval.split, "complete": len(self.matrix) == len(self.stages),
              "timing": {"stages": self.timing, "total_seconds": elapsed},
              "method_summary": self.method.summary(), **costs, "environment": self.env,
              **({"data_checks": self.data_checks} if self.data_checks else {}),

@@ -113,7 +113,8 @@ def write_run_report(run_dir: Path, results: dict) -> None:
     save_heatmap(run_dir / "accuracy_matrix.png", tasks, rows, matrix, results["method"])
     lines = [
         f"# {results['method']} — {results.get('name', '')}\n",
-        f"Scoring mode: `{results.get('scoring_mode', 'default')}`. Accuracies in %. "
+        f"Scoring mode: `{results.get('scoring_mode', 'default')}`, evaluated on the "
+        f"`{results.get('eval_split', 'test')}` split. Accuracies in %. "
         f"Row j = after training stage j; column i = task i.\n",
         matrix_table(tasks, rows, matrix),
         "![accuracy matrix](accuracy_matrix.png)\n",

@@ -2,7 +2,8 @@
 
 ``build.py`` builds the model from its spec (a frozen ImageNet EfficientNet-Lite0 tower, or a random
 CLIP ViT, + projector + a small Llama); ``tokenizer.py`` trains its byte-level BPE tokenizer on the
-benchmark's text; ``pretrain.py`` pretrains the base once on the benchmark's captions and caches it;
+benchmark's training and pretraining text (never its test or validation files); ``pretrain.py``
+pretrains the base once on the benchmark's captions and caches it;
 ``config.py`` holds its settings. The backend below ties them together.
 """
 from __future__ import annotations

@@ -17,6 +17,9 @@ class PretrainConfig:
     freeze_vision_in_captions: bool = True  # keep the tower from stage 0 during stage 1
     batch_size: int = 32
     lr: float = 2e-3
+    # > 1: each step draws this many batches' worth of records, sorts them by length and trains on one
+    # slice of batch_size of them (every record stays equally likely; a batch pads far less)
+    length_pool: int = 1
 
 
 @dataclass
@@ -48,6 +51,8 @@ class TinyLlavaConfig(ModelConfig):
             problems.append("model.image_size must be a multiple of model.patch_size")
         if self.vision == EFFICIENTNET and self.image_size % 16:
             problems.append("model.image_size must be a multiple of 16 for the efficientnet_lite0 tower (its stride)")
+        if self.pretrain.length_pool < 1:
+            problems.append("model.pretrain.length_pool must be >= 1 (1: plain random batches)")
         if self.chat_template in ("tokenizer", "processor"):
             problems.append("model.chat_template: the tiny model's tokenizer has no chat template; "
                             "use vicuna_plain or vicuna_v1")

@@ -1,4 +1,4 @@
-"""A byte-level BPE tokenizer trained locally on a benchmark's text (no hub download)."""
+"""A byte-level BPE tokenizer trained locally on a benchmark's training text (no hub download)."""
 from __future__ import annotations
 
 import json
@@ -53,10 +53,16 @@ def load_tokenizer(folder: str | Path):
 
 
 def corpus_texts(instruction_root: Path) -> list[str]:
-    """Every prompt and answer in every instruction file under the root (all variants, all tasks):
-    the text a locally trained tokenizer must cover."""
+    """Every prompt and answer of the training records under the root: each ``train.json`` (all
+    variants and tasks, the pretraining captions' ``Pretrain/train.json`` included), never a test
+    or validation file, so no evaluated text shapes the vocabulary (byte-level BPE still encodes it).
+
+    The whole tree's training text rather than the stream's: the pretrained base (tokenizer
+    included) is cached per data tree, whichever of its tasks a run streams, so its vocabulary must
+    not depend on the task selection of the run that happened to build it first.
+    """
     texts: list[str] = []
-    for path in sorted(Path(instruction_root).rglob("*.json")):
+    for path in sorted(Path(instruction_root).rglob("train.json")):
         records = json.loads(path.read_text(encoding="utf-8"))
         for rec in records if isinstance(records, list) else []:
             if not isinstance(rec, dict):
@@ -64,7 +70,4 @@ def corpus_texts(instruction_root: Path) -> list[str]:
             for turn in rec.get("conversations") or []:
                 if isinstance(turn, dict) and isinstance(turn.get("value"), str):
                     texts.append(turn["value"].replace("<image>", ""))
-            for k in ("text", "answer"):
-                if isinstance(rec.get(k), str):
-                    texts.append(rec[k].replace("<image>", ""))
     return texts
