@@ -51,6 +51,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     joined, log, progress = _start(cfg, log, progress)
     with dist.main_first():  # rank 0 generates the data first; the others read it from the cache
         data = load_data(cfg.data, cfg.data.cache_path(), log)
+    require_split(data.tasks, cfg.eval.split)  # before any model is built
     checks = preflight(data, cfg.data, cfg.eval.scoring_mode, log)  # bad images, unscorable tests: refused here
     run_dir, changes = prepare_run_dir(cfg, resume=resume)
     if resume and dist.is_main():

@@ -223,7 +223,7 @@ def test_skip_bad_images_and_the_parse_cache_keeping_image_problems_until_fixed(
     skipped: dict[str, dict[str, int]] = {}
     dropped: list[DataError] = []
     gqa = load_task(instr, images, "original", "GQA", skip_bad_images=True, skipped=skipped, dropped=dropped)
-    assert skipped == {"GQA": {"train": 2, "test": 1}} and (len(gqa.train), len(gqa.test)) == (38, 2)
+    assert skipped == {"GQA": {"train": 2, "test": 1, "val": 0}} and (len(gqa.train), len(gqa.test)) == (38, 2)
     assert [(e.kind, e.index, e.image) for e in dropped] == [
         ("unreadable_image", 3, "GQA/train/00003.png"), ("missing_image", 5, "GQA/train/00005.png"),
         ("unreadable_image", 1, "GQA/test/00001.png")]
