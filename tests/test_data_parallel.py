@@ -79,6 +79,9 @@ def _single_and_launched(tmp_path, cache_dir, launch: list[str], *extra: str) ->
     return single, parallel
 
 
+# Each launch takes about 50 s on 2 cores, a sixth of the default suite's budget: both are slow. The
+# default suite checks 2-process gloo groups in test_ema_distributed (ranks agree, FSDP2).
+@pytest.mark.slow
 @pytest.mark.parametrize("launch", [["--multi_gpu"], FSDP], ids=["ddp", "fsdp"])
 def test_two_processes_equal_one_on_the_same_global_batch(tmp_path, cache_dir, launch):
     """accelerate launch, 2 CPU processes (gloo): rank 0's results equal a single-process run, with

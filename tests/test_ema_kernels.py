@@ -28,6 +28,7 @@ def interpreted(args: list[str], timeout: int = 600) -> subprocess.CompletedProc
                           timeout=timeout)
 
 
+@pytest.mark.slow  # 20 s: the EMA's exactness tests again, through the interpreted Triton kernels
 def test_exactness_tests_pass_with_the_fused_kernels():
     r = interpreted(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "tests/test_ema.py", "-k", EXACTNESS])
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

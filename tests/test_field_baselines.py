@@ -270,6 +270,7 @@ def _fork_resume_sleeping_after_step_1(run_dir, last: int) -> int:
     return fork_cli(["run", "--resume", str(run_dir), "--no-progress"], setup)
 
 
+@pytest.mark.slow  # 16 s; test_methods resumes every method after a lost checkpoint in the default suite
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_sigkill_inside_the_last_task_then_resume_is_identical(finished, cache_dir, tmp_path):
     """The finished run's folder without its last checkpoint is resumed with a step checkpoint after

@@ -35,6 +35,10 @@ FAST = {"ewc": ["method.fisher_samples=4"]}
 # replay's data order through a step checkpoint). adaptive_ema and lcia: tests/test_step_resume.py.
 KILLED = ("replay",)
 KILLED_SLOW = ("ewc", "lwf", "zero_shot")
+#: The methods whose lost-checkpoint resume runs in the default suite: those whose state between
+#: stages is more than the adapters (a codebook, tensors, kept weights, anchors, several adapters);
+#: the others' runs in the slow suite (the default suite's budget).
+RESUMED = ("lcia", "ewc", "lwf", "olora", "disco", "hide_llava")
 
 
 class Recording:
@@ -132,9 +136,23 @@ def test_state_survives_a_checkpoint_round_trip(finished):
 def test_resume_after_a_lost_last_checkpoint_is_identical(finished, cache_dir):
     """results.json is written before a stage's checkpoint: a kill in between leaves the row without
     the checkpoint, and the resume must redo that stage to the same numbers and weights."""
-    name, tmp, res, recording = finished
-    if name in KILLED:
+    if finished[0] in KILLED:
         pytest.skip("its SIGKILL test below resumes from the same lost checkpoint, then from inside the stage")
+    if finished[0] not in RESUMED:
+        pytest.skip("see RESUMED: the others' run in the slow suite")
+    _lost_checkpoint_resume(finished, cache_dir)
+
+
+@pytest.mark.slow
+def test_resume_after_a_lost_last_checkpoint_is_identical_slow(finished, cache_dir):
+    """As above, for the methods left out of RESUMED."""
+    if finished[0] in KILLED or finished[0] in RESUMED:
+        pytest.skip("in the default suite")
+    _lost_checkpoint_resume(finished, cache_dir)
+
+
+def _lost_checkpoint_resume(finished, cache_dir) -> None:
+    name, tmp, res, recording = finished
     run_dir = tmp / "run"
     last = sorted((run_dir / "checkpoints").iterdir())[-1]
     before = load_file(last / "adapters.safetensors")

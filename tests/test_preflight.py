@@ -68,7 +68,7 @@ def test_skip_bad_images_leaves_the_samples_out_and_says_so(tmp_path, cache_dir,
     assert gqa.test[0].image is None and len(gqa.test) == 3
     logs: list[str] = []
     checks = preflight(data, cfg.data, "default", logs.append).record()
-    assert checks["skipped_samples"] == {"GQA": {"train": 1, "test": 0}}
+    assert checks["skipped_samples"] == {"GQA": {"train": 1, "test": 0, "val": 0}}
     assert checks["skipped_images"]["count"] == 1
     assert f"{tree[2]!r} cannot be read" in checks["skipped_images"]["first"][0]
     assert checks["warnings"] == [f"TextVQA: 3 of 3 test sample(s): {_gap()}"]
@@ -85,7 +85,7 @@ def test_skip_bad_images_trains_text_only_samples_and_records_what_it_skipped(tm
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["complete"] and saved["data_checks"] == res["data_checks"]
     checks = saved["data_checks"]
-    assert checks["skipped_samples"] == {"GQA": {"train": 1, "test": 0}}
+    assert checks["skipped_samples"] == {"GQA": {"train": 1, "test": 0, "val": 0}}
     assert checks["skipped_images"]["count"] == 1 and tree[2] in checks["skipped_images"]["first"][0]
     assert checks["warnings"] == [f"TextVQA: 3 of 3 test sample(s): {_gap()}"]
     assert any(m.startswith("warning: TextVQA: 3 of 3") for m in logs)

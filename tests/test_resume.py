@@ -52,6 +52,7 @@ def _final_adapters(run_dir: Path) -> dict:
     return load_file(run_dir / "checkpoints" / "03_VizWiz" / "adapters.safetensors")
 
 
+@pytest.mark.slow  # 30 s; the default suite kills and resumes runs in test_faults, test_step_resume, test_methods
 def test_sigkill_after_stage_1_then_resume_equals_uninterrupted(tmp_path, cache_dir, reference):
     ref_dir, ref = reference
     run_dir = tmp_path / "run"
