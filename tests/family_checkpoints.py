@@ -55,7 +55,7 @@ LLAVA_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
 
 #: The families these helpers build (model_type names).
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "idefics3", "internvl", "gemma3", "llava")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision", "idefics3", "smolvlm", "internvl", "gemma3", "llava")
 
 
 @dataclass
@@ -165,8 +165,8 @@ def _onevision(s: Sizes):
                              vision_feature_select_strategy="full")
 
 
-def _idefics3(s: Sizes):
-    from transformers import AutoConfig, Idefics3ImageProcessor
+def _idefics3(s: Sizes, family: str = "idefics3"):
+    from transformers import AutoConfig, Idefics3ImageProcessor, SmolVLMImageProcessor, SmolVLMVideoProcessor
 
     grid = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
     tok = _tokenizer(["<|begin_of_text|>", "<|end_of_text|>", "<end_of_utterance>", "<image>",
@@ -174,11 +174,15 @@ def _idefics3(s: Sizes):
                      bos="<|begin_of_text|>", eos="<end_of_utterance>", pad="<|end_of_text|>", vocab=s.vocab,
                      template=IDEFICS3_TEMPLATE)
     config = AutoConfig.for_model(
-        "idefics3", text_config={"model_type": "llama", **_text(s, tok)},
+        family, text_config={"model_type": "llama", **_text(s, tok)},
         vision_config=dict(hidden_size=s.v_hidden, intermediate_size=s.v_inter, num_hidden_layers=s.v_layers,
                            num_attention_heads=s.v_heads, image_size=32, patch_size=8),
         image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2, pad_token_id=tok.pad_token_id,
         tie_word_embeddings=False)
+    if family == "smolvlm":  # same layout; its own processors (the processor needs num2words)
+        image = SmolVLMImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32})
+        video = SmolVLMVideoProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32})
+        return config, tok, dict(image_processor=image, video_processor=video, image_seq_len=4)
     image = Idefics3ImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32})
     return config, tok, dict(image_processor=image, image_seq_len=4)
 
@@ -247,7 +251,8 @@ def build_family(family: str, sizes: Sizes = TINY, seed: int = 0, device: str = 
     if family in ("qwen2_vl", "qwen2_5_vl"):
         config, tok, parts = _qwen(family, sizes)
     else:
-        config, tok, parts = {"llava_onevision": _onevision, "idefics3": _idefics3, "internvl": _internvl,
+        config, tok, parts = {"llava_onevision": _onevision, "idefics3": _idefics3,
+                              "smolvlm": lambda sz: _idefics3(sz, "smolvlm"), "internvl": _internvl,
                               "gemma3": _gemma3, "llava": _llava}[family](sizes)
     eos = getattr(config, "generation_eos", None)
     if eos is not None:

@@ -46,15 +46,22 @@ def test_selection_maximises_accuracy_and_minimises_forgetting():
 
 
 def test_tiny_sweep_end_to_end(tmp_path, cache_dir, capsys):
+    """The grid runs on the validation split only; the setting it selects then runs on test."""
     out = tmp_path / "sweep"
     code = main(["sweep", "configs/demo/lcia.yaml", *TINY, f"data.cache_dir={cache_dir}", "method.ema.scale=0.1,2",
-                 "--seeds", "0", "--jobs", "1", "--output", str(out)])
+                 "--seeds", "0", "--jobs", "1", "--output", str(out), "--select-on", "val"])
     assert code == 0
     record = json.loads((out / "sweep.json").read_text())
     assert record["axes"] == {"method.ema.scale": ["0.1", "2"]} and len(record["grid"]) == 2
     for summary, scale in zip(record["grid"], ("0.1", "2")):
-        run = json.loads((out / "runs" / f"scale-{scale}" / "seed0" / "results.json").read_text())
+        run = json.loads((out / "val" / f"scale-{scale}" / "seed0" / "results.json").read_text())
+        assert run["eval_split"] == "val"
         assert summary["mean"]["average_accuracy"] == run["metrics"]["average_accuracy"]
         assert summary["std"]["average_accuracy"] == 0.0
+    vals = {s["combination"]["method.ema.scale"]: s["mean"]["average_accuracy"] for s in record["grid"]}
+    chosen = record["selected"]["method.ema.scale"]
+    assert vals[chosen] == max(vals.values())  # ties: the first of the grid
+    tested = json.loads((out / "test" / f"scale-{chosen}" / "seed0" / "results.json").read_text())
+    assert tested["eval_split"] == "test" and record["test"][0]["combination"] == {"method.ema.scale": chosen}
     assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     assert "| method.ema.scale=0.1 | 1 |" in (out / "sweep.md").read_text()

@@ -61,6 +61,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            "tiles: the image resized, split into tiles plus a global view; each becomes a fixed run of "
            "<image> tokens after a pixel shuffle, with row/column marker tokens",
            {"pixel_values": "pad_cat", "pixel_attention_mask": "pad_cat"}),
+    # SmolVLM: Idefics3's layout; its processor needs the num2words package (the smolvlm extra).
+    Family("smolvlm", "model.vision_model", "model.connector", "model.text_model",
+           "tiles: as Idefics3 (tiles plus a global view, a fixed run of <image> tokens each after a pixel "
+           "shuffle)", {"pixel_values": "pad_cat", "pixel_attention_mask": "pad_cat"}),
     Family("internvl", "model.vision_tower", "model.multi_modal_projector", "model.language_model",
            "tiles: 1..max_patches crops (plus a thumbnail when more than one), a fixed run of "
            "<IMG_CONTEXT> tokens each after a pixel shuffle",
