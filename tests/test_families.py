@@ -248,7 +248,7 @@ def test_unsupported_family_is_one_line_before_any_weights_load(tmp_path, ckpt):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "blip-2"}))
     with pytest.raises(ConfigError, match=r"holds a 'blip-2' model; hf_vlm supports gemma3, idefics3, internvl, "
-                                          r"llava, llava_onevision, qwen2_5_vl, qwen2_vl$"):
+                                          r"llava, llava_onevision, qwen2_5_vl, qwen2_vl, smolvlm$"):
         load_config(None, ["model.type=hf_vlm", f"model.path={folder}"])
     with pytest.raises(ConfigError, match="model.path is required for hf_vlm"):
         load_config(None, ["model.type=hf_vlm"])
