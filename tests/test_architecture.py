@@ -195,7 +195,8 @@ def test_no_file_points_outside_the_repository():
     for path in files:
         if path.is_file() and path.suffix in (".py", ".md", ".yaml", ".sh", ".toml"):
             text = path.read_text(encoding="utf-8", errors="replace")
-            for bad in ("../shared", "shared/docs", "LCIA.md", "COIN.md", "SYNTHETIC.md", "DESIGN.md"):
+            # The first two are spelled in pieces so that this file does not match them itself.
+            for bad in ("../" + "shared", "shared" + "/docs", "LCIA.md", "COIN.md", "SYNTHETIC.md", "DESIGN.md"):
                 if bad in text:
                     outside.append(f"{path.relative_to(REPO)}: {bad}")
     assert outside == []
