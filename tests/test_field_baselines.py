@@ -11,7 +11,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import time
 from dataclasses import asdict
 
@@ -31,7 +30,7 @@ from mmcit.models.tiny_llava.tokenizer import train_tokenizer
 from mmcit.models.wrapper import LoraSettings, MMModel
 from mmcit.recipe import run
 from mmcit.training.checkpoint import MANIFEST, STEPS, step_checkpoints
-from tests.forking import fork_cli
+from tests.forking import fork_cli, kill_once_written
 from tests.test_backends import ckpt, cfg_for, composed_args, hf_args, quiet  # noqa: F401 (ckpt: a fixture)
 from tests.test_integration import tiny_cfg
 from tests.test_lcia import SPEC
@@ -286,14 +285,7 @@ def test_sigkill_inside_the_last_task_then_resume_is_identical(finished, cache_d
     (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
     manifest = last / STEPS / "step_000001" / MANIFEST
     pid = _fork_resume_sleeping_after_step_1(run_dir, 1)
-    deadline = time.monotonic() + 120
-    while not manifest.exists() and time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        assert not done, f"the run ended (exit {os.waitstatus_to_exitcode(status)}) before it could be killed"
-        time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL and manifest.exists()
+    kill_once_written(pid, manifest)
     assert not (last / MANIFEST).exists()
     logs: list[str] = []
     again = run(cfg, progress=False, log=logs.append, resume=True)

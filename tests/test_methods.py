@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import time
 from dataclasses import asdict
 
@@ -20,7 +19,7 @@ import mmcit.recipe
 from mmcit.methods.base import METHODS, Stage, build_method
 from mmcit.recipe import run
 from mmcit.training.checkpoint import MANIFEST, STEPS, join_tensors, split_tensors, step_checkpoints
-from tests.forking import fork_cli
+from tests.forking import fork_cli, kill_once_written
 from tests.test_integration import tiny_cfg
 
 HOOKS = ("setup", "plan", "before_stage", "mixed_in", "extra_loss", "after_optimizer_step", "after_stage",
@@ -242,14 +241,7 @@ def _kill_in_last_stage_and_resume(finished, cache_dir, tmp_path) -> None:
     if not trains:
         shutil.rmtree(run_dir / "answers")
     pid = _fork_resume_sleeping_after_step_1(run_dir, len(recording.stages) - 1)
-    deadline = time.monotonic() + 120
-    while not manifest.exists() and time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        assert not done, f"the run ended (exit {os.waitstatus_to_exitcode(status)}) before it could be killed"
-        time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL and manifest.exists()
+    kill_once_written(pid, manifest)
     assert not (last / MANIFEST).exists()
     logs: list[str] = []
     again = run(cfg, progress=False, log=logs.append, resume=True)

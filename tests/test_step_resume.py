@@ -15,7 +15,6 @@
 """
 import json
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from safetensors.torch import load_file
 import mmcit.recipe
 from mmcit.training.checkpoint import MANIFEST, STEPS, step_checkpoints
 from mmcit.cli import main
-from tests.forking import fork_cli
+from tests.forking import fork_cli, kill_once_written
 from mmcit.config import ConfigError
 from mmcit.io import is_temp_file
 from mmcit.methods.base import METHODS, Method, MethodConfig
@@ -87,14 +86,7 @@ def test_sigkill_inside_task_2_then_resume_from_step_checkpoint_equals_uninterru
     run_dir = tmp_path / "run"
     manifest = run_dir / "checkpoints" / "02_GQA" / STEPS / "step_000002" / MANIFEST
     pid = _fork_run_sleeping_after_step_checkpoint(config)
-    deadline = time.monotonic() + 120
-    while not manifest.exists() and time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        assert not done, f"the run ended (exit {os.waitstatus_to_exitcode(status)}) before it could be killed"
-        time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+    kill_once_written(pid, manifest)
     assert manifest.exists() and not (run_dir / "checkpoints" / "02_GQA" / MANIFEST).exists()
     assert not (run_dir / "checkpoints" / "01_TextVQA" / STEPS).exists()  # removed with task 1's checkpoint
     written = set(load_file(manifest.parent / "method_tensors.safetensors"))
