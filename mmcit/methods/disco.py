@@ -40,13 +40,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mmcit.methods.base import METHODS, Method, MethodConfig, RunContext, Stage
-from mmcit.models.task_adapters import TaskAdapters, init_lora, set_trainable, share_projector
-from mmcit.routing.anchors import AnchorSelector, AnchorSettings
-from mmcit.training import distributed as dist
+from mmcit.methods._per_task import AnchoredAdapters
+from mmcit.methods.base import METHODS, MethodConfig, Stage
+from mmcit.models.task_adapters import init_lora, set_trainable, share_projector
+from mmcit.routing.anchors import AnchorSettings
 
 if TYPE_CHECKING:
-    from mmcit.data.sample import Sample
     from mmcit.models.wrapper import MMModel
 
 INIT_STD = 0.01  # MCITlib's A initialisation (normal, std 0.01)
@@ -66,23 +65,13 @@ class DiscoConfig(MethodConfig):
 
 
 @METHODS.register
-class Disco(Method):
+class Disco(AnchoredAdapters):
     """A fresh LoRA per task (one shared projector); each test sample answered by the LoRA of the task
     whose stored text feature is the most similar to its own."""
 
     name = "disco"
     config_cls = DiscoConfig
-
-    def __init__(self, cfg: DiscoConfig):
-        super().__init__(cfg)
-        self.adapters = TaskAdapters()
-        self.selector = AnchorSelector(cfg.anchors, temperature=TEMPERATURE)
-        self.model: "MMModel | None" = None
-
-    def setup(self, model: "MMModel", ctx: RunContext) -> None:
-        """Keep the model: the test-time choice reads features through it."""
-        super().setup(model, ctx)
-        self.model = model
+    temperature = TEMPERATURE
 
     def before_stage(self, stage: Stage, model: "MMModel") -> None:
         """The stage's own adapter, with a fresh LoRA; only it and the projector train."""
@@ -93,27 +82,5 @@ class Disco(Method):
 
     def after_stage(self, stage: Stage, model: "MMModel") -> None:
         """Store the task's mean text feature; give every adapter the trained projector."""
-        name = self.adapters.names[stage.index]
-        samples = [s for t in stage.train for s in t.train]
-        seed = (self.ctx.seed if self.ctx else 0) + stage.index
-        with dist.gathered(model):
-            self.selector.fit(name, [t.name for t in stage.train], model, samples, seed)
-        share_projector(model, name)
-        self.selector.label = stage.name
-
-    def select_adapter(self, samples: list["Sample"]) -> list[str | None]:
-        """The adapter of the most similar task, from each sample's own features."""
-        return self.selector.select(self.model, samples)
-
-    def state_dict(self) -> dict:
-        """The adapters (names, tasks) and the selector (anchors, counts)."""
-        return {**self.adapters.state_dict(), **self.selector.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (the caller restored the adapters)."""
-        self.adapters.load_state_dict(state)
-        self.selector.load_state_dict(state)
-
-    def summary(self) -> dict:
-        """Adapters with their tasks, anchor sizes and how test samples were assigned."""
-        return {"adapters": dict(zip(self.adapters.names, self.adapters.tasks)), **self.selector.summary()}
+        self.fit_anchors(stage, model)
+        share_projector(model, self.adapters.names[stage.index])

@@ -28,13 +28,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mmcit.errors import ConfigError
-from mmcit.methods.base import METHODS, Method, MethodConfig, RunContext, Stage
-from mmcit.models.task_adapters import TaskAdapters, projector_from_base, set_trainable
-from mmcit.routing.anchors import AnchorSelector, AnchorSettings
-from mmcit.training import distributed as dist
+from mmcit.methods._per_task import AnchoredAdapters
+from mmcit.methods.base import METHODS, MethodConfig, Stage
+from mmcit.models.task_adapters import projector_from_base, set_trainable
+from mmcit.routing.anchors import AnchorSettings
 
 if TYPE_CHECKING:
-    from mmcit.data.sample import Sample
     from mmcit.models.wrapper import MMModel
 
 INITS = ("previous", "base")
@@ -56,23 +55,12 @@ class EProjConfig(MethodConfig):
 
 
 @METHODS.register
-class EProj(Method):
+class EProj(AnchoredAdapters):
     """A projector per task (the LLM frozen); each test sample answered by the projector of the task
     whose anchors are the most similar to its features."""
 
     name = "eproj"
     config_cls = EProjConfig
-
-    def __init__(self, cfg: EProjConfig):
-        super().__init__(cfg)
-        self.adapters = TaskAdapters()
-        self.selector = AnchorSelector(cfg.anchors)
-        self.model: "MMModel | None" = None
-
-    def setup(self, model: "MMModel", ctx: RunContext) -> None:
-        """Keep the model: the test-time choice reads features through it."""
-        super().setup(model, ctx)
-        self.model = model
 
     def before_stage(self, stage: Stage, model: "MMModel") -> None:
         """The stage's own adapter; only its projector copy trains."""
@@ -83,26 +71,9 @@ class EProj(Method):
 
     def after_stage(self, stage: Stage, model: "MMModel") -> None:
         """Store the task's key (anchors)."""
-        samples = [s for t in stage.train for s in t.train]
-        seed = (self.ctx.seed if self.ctx else 0) + stage.index
-        with dist.gathered(model):
-            self.selector.fit(self.adapters.names[stage.index], [t.name for t in stage.train], model, samples, seed)
-        self.selector.label = stage.name
-
-    def select_adapter(self, samples: list["Sample"]) -> list[str | None]:
-        """The adapter (projector) of the most similar task, from each sample's own features."""
-        return self.selector.select(self.model, samples)
-
-    def state_dict(self) -> dict:
-        """The adapters (names, tasks) and the selector (anchors, counts)."""
-        return {**self.adapters.state_dict(), **self.selector.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (the caller restored the adapters)."""
-        self.adapters.load_state_dict(state)
-        self.selector.load_state_dict(state)
+        self.fit_anchors(stage, model)
 
     def summary(self) -> dict:
-        """Adapters with their tasks, anchor sizes and how test samples were assigned."""
-        return {"init": self.cfg.init, "adapters": dict(zip(self.adapters.names, self.adapters.tasks)),
-                **self.selector.summary()}
+        """The projectors' start, adapters with their tasks, anchor sizes and how test samples were
+        assigned."""
+        return {"init": self.cfg.init, **super().summary()}

@@ -51,14 +51,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from mmcit.errors import ConfigError, MmcitError
-from mmcit.methods.base import METHODS, Method, MethodConfig, RunContext, Stage
-from mmcit.models.task_adapters import (TaskAdapters, init_lora, layer_index, lora_tensors, set_trainable,
-                                        share_projector)
-from mmcit.routing.anchors import AnchorSelector, AnchorSettings
-from mmcit.training import distributed as dist
+from mmcit.methods._per_task import AnchoredAdapters
+from mmcit.methods.base import METHODS, MethodConfig, RunContext, Stage
+from mmcit.models.task_adapters import init_lora, layer_index, lora_tensors, set_trainable, share_projector
+from mmcit.routing.anchors import AnchorSettings
 
 if TYPE_CHECKING:
-    from mmcit.data.sample import Sample
     from mmcit.models.wrapper import MMModel
 
 INIT_STD = 0.01  # the authors' A initialisation (normal, std 0.01)
@@ -116,25 +114,22 @@ def fuse_lower(model: "MMModel", adapters: list[str], lower: set[int], fusion: s
 
 
 @METHODS.register
-class HiDeLlava(Method):
+class HiDeLlava(AnchoredAdapters):
     """Per-task LoRAs; at test time the top layer's comes from the task matched by image and text
     anchors, the other layers' are fused over all tasks."""
 
     name = "hide_llava"
     config_cls = HiDeConfig
+    temperature = TEMPERATURE
 
     def __init__(self, cfg: HiDeConfig):
         super().__init__(cfg)
-        self.adapters = TaskAdapters()
-        self.selector = AnchorSelector(cfg.anchors, temperature=TEMPERATURE)
-        self.model: "MMModel | None" = None
         self.lower: list[int] = []
         self.top: list[int] = []
 
     def setup(self, model: "MMModel", ctx: RunContext) -> None:
         """Keep the model and find the top and lower decoder layers of its LoRA."""
         super().setup(model, ctx)
-        self.model = model
         self.lower, self.top = split_layers(list(lora_tensors(model, model.active_adapter)), self.cfg.top_layers)
 
     def before_stage(self, stage: Stage, model: "MMModel") -> None:
@@ -147,31 +142,21 @@ class HiDeLlava(Method):
     def after_stage(self, stage: Stage, model: "MMModel") -> None:
         """Store the task's anchors, fuse the lower layers over the tasks so far, share the projector."""
         names = self.adapters.names[: stage.index + 1]
-        samples = [s for t in stage.train for s in t.train]
-        seed = (self.ctx.seed if self.ctx else 0) + stage.index
-        with dist.gathered(model):
-            self.selector.fit(names[-1], [t.name for t in stage.train], model, samples, seed)
+        self.fit_anchors(stage, model)
         fuse_lower(model, names, set(self.lower), self.cfg.fusion)
         share_projector(model, names[-1])
-        self.selector.label = stage.name
-
-    def select_adapter(self, samples: list["Sample"]) -> list[str | None]:
-        """The adapter of the best-matching task (its top layer; the lower layers are the same in all)."""
-        return self.selector.select(self.model, samples)
 
     def state_dict(self) -> dict:
         """The layer split, the adapters (names, tasks) and the selector (anchors, counts)."""
-        return {"top_layer_indices": list(self.top), "fused_layer_indices": list(self.lower),
-                **self.adapters.state_dict(), **self.selector.state_dict()}
+        return {"top_layer_indices": list(self.top), "fused_layer_indices": list(self.lower), **super().state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` (the caller restored the adapters, fused layers included)."""
         self.top = list(state.get("top_layer_indices", self.top))
         self.lower = list(state.get("fused_layer_indices", self.lower))
-        self.adapters.load_state_dict(state)
-        self.selector.load_state_dict(state)
+        super().load_state_dict(state)
 
     def summary(self) -> dict:
         """Layers (top and fused), fusion, adapters with their tasks, anchors and assignments."""
         return {"top_layer_indices": self.top, "fused_layer_indices": self.lower, "fusion": self.cfg.fusion,
-                "adapters": dict(zip(self.adapters.names, self.adapters.tasks)), **self.selector.summary()}
+                **super().summary()}

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mmcit.errors import ConfigError
-from mmcit.methods.base import METHODS, Method, MethodConfig, RunContext, Stage
-from mmcit.models.task_loras import TaskLoRAs
+from mmcit.methods._per_task import StackedLoRAs
+from mmcit.methods.base import METHODS, MethodConfig, Stage
 
 if TYPE_CHECKING:
     from mmcit.models.wrapper import MMModel
@@ -73,25 +73,11 @@ def orthogonality(earlier: list[torch.Tensor], new: torch.Tensor, penalty: str =
 
 
 @METHODS.register
-class OLoRA(Method):
+class OLoRA(StackedLoRAs):
     """A fresh LoRA per task, orthogonal to the frozen earlier ones, all summed at test time."""
 
     name = "olora"
     config_cls = OLoRAConfig
-
-    def __init__(self, cfg: OLoRAConfig):
-        super().__init__(cfg)
-        self.tasks = TaskLoRAs()
-        self.records: list[dict[str, Any]] = []  # one per trained stage
-
-    def setup(self, model: "MMModel", ctx: RunContext) -> None:
-        """Keep the model: a resume restores the stack of task LoRAs on it."""
-        super().setup(model, ctx)
-        self.tasks.attach(model)
-
-    def before_stage(self, stage: Stage, model: "MMModel") -> None:
-        """Add the stage's fresh LoRA (after the first stage) and stack every task's LoRA."""
-        self.tasks.begin(stage.index, model)
 
     def penalty(self, model: "MMModel") -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(orthogonality, l2)`` of the newest LoRA (unweighted): each None when it has no term
@@ -125,17 +111,7 @@ class OLoRA(Method):
         self.records.append({"stage": stage.name, "adapter": self.tasks.newest,
                              "orthogonality": None if orth is None else float(orth)})
 
-    def state_dict(self) -> dict:
-        """The task adapters and the records."""
-        return {**self.tasks.state_dict(), "records": [dict(r) for r in self.records]}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore the task adapters (and their stack on the model) and the records."""
-        self.tasks.load_state_dict(state)
-        self.records = [dict(r) for r in state.get("records", [])]
-
     def summary(self) -> dict:
         """The settings, the task adapters and each stage's final orthogonality."""
-        return {"lambda_orth": self.cfg.lambda_orth, "lambda_l2": self.cfg.lambda_l2,
-                "orth_penalty": self.cfg.orth_penalty, "adapters": list(self.tasks.names),
-                "stages": [dict(r) for r in self.records]}
+        return self.stack_summary(lambda_orth=self.cfg.lambda_orth, lambda_l2=self.cfg.lambda_l2,
+                                  orth_penalty=self.cfg.orth_penalty)

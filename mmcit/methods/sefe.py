@@ -47,8 +47,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mmcit.errors import ConfigError
-from mmcit.methods.base import METHODS, Method, MethodConfig, RunContext, Stage
-from mmcit.models.task_loras import TaskLoRAs
+from mmcit.methods._per_task import StackedLoRAs
+from mmcit.methods.base import METHODS, MethodConfig, Stage
 
 if TYPE_CHECKING:
     from mmcit.models.wrapper import MMModel
@@ -85,7 +85,7 @@ def penalty(updates: list[torch.Tensor], positions: list[torch.Tensor]) -> torch
 
 
 @METHODS.register
-class SEFE(Method):
+class SEFE(StackedLoRAs):
     """RegLoRA: per-task LoRAs, each kept small where the earlier tasks' updates were largest."""
 
     name = "sefe"
@@ -93,19 +93,12 @@ class SEFE(Method):
 
     def __init__(self, cfg: SEFEConfig):
         super().__init__(cfg)
-        self.tasks = TaskLoRAs()
         self.positions: list[torch.Tensor] = []  # per LoRA layer: the earlier tasks' positions
-        self.records: list[dict[str, Any]] = []  # one per stage
-
-    def setup(self, model: "MMModel", ctx: RunContext) -> None:
-        """Keep the model: a resume restores the stack of task LoRAs on it."""
-        super().setup(model, ctx)
-        self.tasks.attach(model)
 
     def before_stage(self, stage: Stage, model: "MMModel") -> None:
         """Add the stage's fresh LoRA (after the first stage), stack every task's LoRA, and collect
         the positions that the earlier tasks' updates recorded."""
-        self.tasks.begin(stage.index, model)
+        super().before_stage(stage, model)
         self.positions = []
         if not self.tasks.earlier:
             return
@@ -134,16 +127,6 @@ class SEFE(Method):
         self.records.append({"stage": stage.name, "adapter": self.tasks.newest,
                              "positions": int(sum(p.numel() for p in self.positions)), "penalty": value})
 
-    def state_dict(self) -> dict:
-        """The task adapters and the records (the positions follow from the adapters)."""
-        return {**self.tasks.state_dict(), "records": [dict(r) for r in self.records]}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore the task adapters (and their stack on the model) and the records."""
-        self.tasks.load_state_dict(state)
-        self.records = [dict(r) for r in state.get("records", [])]
-
     def summary(self) -> dict:
         """The settings, the task adapters, and per stage the positions held and the final penalty."""
-        return {"top_fraction": self.cfg.top_fraction, "reg_weight": self.cfg.reg_weight,
-                "adapters": list(self.tasks.names), "stages": [dict(r) for r in self.records]}
+        return self.stack_summary(top_fraction=self.cfg.top_fraction, reg_weight=self.cfg.reg_weight)
