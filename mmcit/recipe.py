@@ -23,6 +23,7 @@ from mmcit.io import clean_temp_files
 from mmcit.methods.base import Method, RunContext, Stage, build_method
 from mmcit.models.factory import build_model
 from mmcit.models.wrapper import MMModel
+from mmcit.results.costs import reset_peak_memory
 from mmcit.results.record import RunRecord
 from mmcit.results.report import write_run_report
 from mmcit.results.tracking import Tracker, open_tracker
@@ -48,6 +49,7 @@ def run(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = p
     change (``mmcit.training.resume.RESUME_OVERRIDABLE``).
     """
     started = time.perf_counter()
+    reset_peak_memory()  # a worker process that ran other runs before counts this run's peak only
     joined, log, progress = _start(cfg, log, progress)
     with dist.main_first():  # rank 0 generates the data first; the others read it from the cache
         data = load_data(cfg.data, cfg.data.cache_path(), log)

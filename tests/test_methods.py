@@ -172,7 +172,7 @@ def test_costs_count_the_adapters_and_what_the_method_keeps(finished):
     assert stored["adapters"] == sum(stored["per_adapter"].values()) > 0
     assert stored["total"] == stored["adapters"] + sum(stored["method"].values())
     assert costs["trainable_parameters"] == next(iter(stored["per_adapter"].values()))  # one adapter's worth
-    assert costs["peak_memory_bytes"] > 0 and costs["peak_memory_source"] == "ru_maxrss"
+    assert costs["peak_memory_bytes"] > 0 and costs["peak_memory_source"] in ("VmHWM", "ru_maxrss")
     assert costs["train_steps"] == sum(t["steps"] for t in res["timing"]["stages"])
     if name == "ewc":  # a Fisher and an anchor, each the size of the trainable tensors
         assert stored["method"] == {"fisher": costs["trainable_parameters"], "anchor": costs["trainable_parameters"]}

@@ -12,14 +12,18 @@ the cost after the stream):
 * ``stored_samples``: training samples the method keeps (``Method.stored_samples()``: a replay
   buffer), by kind;
 * ``peak_memory_bytes`` with ``peak_memory_source``: on a GPU ``torch.cuda.max_memory_allocated``
-  of the model's device, on a CPU the process's peak resident set size (``ru_maxrss``). Either is
-  the peak of the process that wrote the file (a resumed run counts its own process only);
+  of the model's device, on a CPU the process's peak resident set size (``VmHWM`` on Linux, else
+  ``ru_maxrss``). ``run`` resets both counters when it starts (:func:`reset_peak_memory`), so a run
+  in a worker process that ran others before (``mmcit demo``, ``mmcit sweep``) counts its own peak
+  only; where the kernel refuses the reset, the figure is the process's peak so far. A resumed run
+  counts its own process only;
 * time: ``wall_seconds`` (the run's total, interrupted runs included), ``train_seconds`` and
   ``eval_seconds`` summed over stages, ``train_steps`` and ``seconds_per_step``.
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -28,13 +32,33 @@ if TYPE_CHECKING:
     from mmcit.methods.base import Method
     from mmcit.models.wrapper import MMModel
 
-__all__ = ["peak_memory", "run_costs"]
+__all__ = ["peak_memory", "reset_peak_memory", "run_costs"]
+
+_STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def reset_peak_memory() -> None:
+    """Start this process's peak-memory counters afresh: CUDA's peak statistics, and on Linux the
+    peak resident set size (writing 5 to ``/proc/self/clear_refs`` resets ``VmHWM`` and nothing else)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for k in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(k)
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:  # not Linux, or not allowed: the peak stays the process's
+        pass
 
 
 def peak_memory(device: torch.device) -> tuple[int, str]:
     """``(bytes, source)``: the peak of this process on ``device`` (see the module docstring)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024, "VmHWM"
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
