@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 from mmcit.cli.pool import _prepare_worker, _run_worker  # noqa: E402
 from mmcit.config import load_config  # noqa: E402
 from mmcit.config.loader import to_dict  # noqa: E402
-from mmcit.results.sweep import Summary, label, mean_std, plot_tradeoff  # noqa: E402
+from mmcit.results.sweep import Summary, label, plot_tradeoff, select, summarise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Grid per method (override -> values), the shipped value first. Methods not named run as shipped.
@@ -55,7 +55,7 @@ METHODS = ("lora_ft", "lcia", "lcia_mean", "adaptive_ema", "ema", "replay", "ewc
            "eproj", "disco", "hide_llava", "multitask", "zero_shot")
 #: Rows that run another method's config (with their grid's overrides).
 CONFIG_OF = {"lcia_mean": "lcia"}
-QUANTITIES = ("average_accuracy", "forgetting", "new_accuracy", "maa", "bwt")
+COLUMNS = ("average_accuracy", "forgetting", "new_accuracy", "maa", "bwt")  # the tables' order
 IGNORED = ("output_dir", "name", "threads")
 
 
@@ -121,12 +121,8 @@ class Campaign:
         grid = GRIDS.get(method, [{}])
         if len(grid) == 1:
             return grid[0]
-        best, best_score = grid[0], None
-        for p in grid:
-            score, _ = mean_std([r["metrics"]["average_accuracy"] for r in self.val[method][label(p)]])
-            if best_score is None or score > best_score:
-                best, best_score = p, score
-        return best
+        summaries = [summarise(p, self.args.val_seeds, self.val[method][label(p)]) for p in grid]
+        return select(summaries, "average_accuracy").combination
 
     def jobs_test(self, method: str) -> list[tuple]:
         point = self.selected[method]
@@ -212,16 +208,6 @@ class Campaign:
                 queue[:0] = self.jobs_test(method)  # ahead of the remaining grids: results sooner
 
 
-def _summary(point: dict, seeds: list[int], results: list[dict]) -> Summary:
-    s = Summary(point, seeds)
-    for q in QUANTITIES:
-        values = [r["metrics"].get(q) for r in results]
-        values = [v for v in values if v is not None]
-        s.per_seed[q] = values
-        s.mean[q], s.std[q] = mean_std(values)
-    return s
-
-
 def _cell(s: Summary, q: str) -> str:
     if s.mean.get(q) is None:
         return "n/a"
@@ -256,15 +242,15 @@ def report(c: Campaign) -> str:
                     "test": {}, "reused": c.reused}
     for m in c.args.methods:
         for p in GRIDS.get(m, [{}]) if m in c.val else []:
-            s = _summary(p, c.args.val_seeds, c.val[m][label(p)])
+            s = summarise(p, c.args.val_seeds, c.val[m][label(p)])
             chosen = " (selected)" if p == c.selected.get(m) else ""
-            parts.append(f"| {m} {label(p)}{chosen} | " + " | ".join(_cell(s, q) for q in QUANTITIES[:3] + ("maa", "bwt")) + " |")
+            parts.append(f"| {m} {label(p)}{chosen} | " + " | ".join(_cell(s, q) for q in COLUMNS) + " |")
             record["val"].setdefault(m, []).append(s.__dict__)
         if m in c.val:
-            grid = [_summary(p, c.args.val_seeds, c.val[m][label(p)]) for p in GRIDS[m]]
+            grid = [summarise(p, c.args.val_seeds, c.val[m][label(p)]) for p in GRIDS[m]]
             plot_tradeoff(grid, c.out / f"tradeoff_{m}.png", f"{m} on validation: forgetting against new accuracy")
     if "lcia" in c.val and "lcia_mean" in c.val:  # both norm forms of the balance weight in one picture
-        both = [_summary(p, c.args.val_seeds, c.val[m][label(p)]) for m in ("lcia", "lcia_mean") for p in GRIDS[m]]
+        both = [summarise(p, c.args.val_seeds, c.val[m][label(p)]) for m in ("lcia", "lcia_mean") for p in GRIDS[m]]
         plot_tradeoff(both, c.out / "tradeoff_lcia_scale.png", "lcia on validation: method.ema.scale (sum | mean)")
     parts += ["", "## Test split, selected settings\n",
               "| method | setting | final average | forgetting | new accuracy | MAA | BWT | trainable params | stored params "
@@ -272,8 +258,8 @@ def report(c: Campaign) -> str:
     for m in c.args.methods:
         if m not in c.test:
             continue
-        s = _summary(c.selected[m], c.args.seeds, c.test[m])
-        parts.append(f"| {m} | {label(c.selected[m])} | " + " | ".join(_cell(s, q) for q in QUANTITIES[:3] + ("maa", "bwt"))
+        s = summarise(c.selected[m], c.args.seeds, c.test[m])
+        parts.append(f"| {m} | {label(c.selected[m])} | " + " | ".join(_cell(s, q) for q in COLUMNS)
                      + f" | {_costs(c.test[m])} |")
         record["test"][m] = s.__dict__
     c.out.mkdir(parents=True, exist_ok=True)
