@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,11 +57,11 @@ MIXED = "lora_ft on replay's rows"  # the same rows as replay: what the mixed ba
 class Bench:
     """One method on its own model copy, in its second-task state, with its own optimizer."""
 
-    def __init__(self, name: str, cfg, data) -> None:
+    def __init__(self, name: str, cfg, data, run_dir: Path) -> None:
         self.name = name
         self.model = build_model(cfg, data, cfg.data.cache_path(), print, progress=False)
         self.method = build_method(load_config(REPO / "configs" / "demo" / f"{name}.yaml").method)
-        self.method.setup(self.model, RunContext(run_dir=Path("."), task_names=[t.name for t in data.tasks], seed=0))
+        self.method.setup(self.model, RunContext(run_dir=run_dir / name, task_names=[t.name for t in data.tasks], seed=0))
         self.stages = self.method.plan(data.tasks)
         first, second = self.stages[0], self.stages[1]
         self.method.before_stage(first, self.model)
@@ -92,9 +94,11 @@ def main() -> None:
     data = load_data(cfg.data, cfg.data.cache_path(), print)
     task = data.tasks[1]
     benches = {}
+    # What a method writes into its run folder (LCIA's codebook and alpha trace) goes to a temporary one.
+    run_root = Path(tempfile.mkdtemp(prefix="bench_methods-"))
     for name in names:
         print(f"setting up {name}", flush=True)
-        benches[name] = Bench(name, cfg, data)
+        benches[name] = Bench(name, cfg, data, run_root)
     batch = cfg.train.batch_size
     extra, k = [], 0
     if "replay" in benches:
@@ -145,6 +149,7 @@ def main() -> None:
         per_sample = ewc.consolidate_seconds / ewc.method.records[-1]["fisher_samples"]
         print(f"\nEWC Fisher after a task: {1000 * per_sample:.1f} ms per sample "
               f"({per_sample / statistics.median(base):.2f} lora_ft steps)")
+    shutil.rmtree(run_root, ignore_errors=True)
 
 
 if __name__ == "__main__":
