@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import math
 import re
 from pathlib import Path
@@ -50,6 +51,29 @@ def test_determinism_byte_identical(bench, tmp_path):
     root, _ = bench
     generate(tmp_path / "again", seed=0, scale=SCALE)
     first, second = tree_bytes(root), tree_bytes(tmp_path / "again")
+    assert first.keys() == second.keys()
+    assert all(first[k] == second[k] for k in first)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes draw only on Linux")
+def test_worker_processes_write_the_same_bytes(bench, tmp_path, monkeypatch):
+    """Above PARALLEL_MIN_IMAGES the images are drawn by worker processes: the tree is the same."""
+    import data_recipes.synthetic.writer as writer
+
+    monkeypatch.setattr(writer.os, "cpu_count", lambda: 2)  # two workers even on a one-core machine
+    monkeypatch.setattr(writer, "PARALLEL_MIN_IMAGES", 1)
+    pools = []
+
+    class Counted(writer.ProcessPoolExecutor):
+        def __init__(self, workers, **kwargs):
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(writer, "ProcessPoolExecutor", Counted)
+    root, _ = bench
+    generate(tmp_path / "pooled", seed=0, scale=SCALE)
+    assert pools == [2]  # the worker processes drew the images
+    first, second = tree_bytes(root), tree_bytes(tmp_path / "pooled")
     assert first.keys() == second.keys()
     assert all(first[k] == second[k] for k in first)
 

@@ -13,6 +13,7 @@ image has no ``pixel_values``.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import torch
 from PIL import Image
@@ -66,6 +67,25 @@ class Encoder:
         # share one prompt, and the expansion depends only on the image's size.
         self._context_ids: dict[tuple[str, tuple[int, int]], list[int]] = {}
         self._last_pixels: tuple[tuple, torch.Tensor] | None = None
+        self._last_image: tuple[tuple, Image.Image] | None = None
+
+    def _image(self, sample: Sample) -> Image.Image | None:
+        """The sample's image, decoded again only when it is not the file decoded last (several
+        records of one image in a row, as in the synthetic pretraining set, decode it once). The
+        file's size and modification time are part of the key, so a rewritten file is read again."""
+        if sample.image is None:
+            return None
+        try:
+            st = os.stat(sample.image)
+            key: tuple | None = (str(sample.image), st.st_size, st.st_mtime_ns, self.pad_color)
+        except OSError:
+            key = None  # load_image reports the file
+        if key is not None and self._last_image is not None and self._last_image[0] == key:
+            return self._last_image[1]
+        image = load_image(sample, self.pad_color)
+        if key is not None:
+            self._last_image = (key, image)
+        return image
 
     def _text_ids(self, text: str, image: Image.Image | None) -> tuple[list[int], torch.Tensor | None]:
         if image is not None:
@@ -97,7 +117,7 @@ class Encoder:
 
     def encode_train(self, sample: Sample) -> dict:
         """input_ids, labels (-100 on every context token), pixel_values (None without an image)."""
-        image = load_image(sample, self.pad_color) if sample.image is not None else None
+        image = self._image(sample)
         pieces = self._pieces(sample.turns, image)
         ids: list[int] = []
         labels: list[int] = []
@@ -116,7 +136,7 @@ class Encoder:
 
     def encode_prompt(self, sample: Sample) -> dict:
         """The first turn's context only, ready for generation."""
-        image = load_image(sample, self.pad_color) if sample.image is not None else None
+        image = self._image(sample)
         context, _ = self._pieces(sample.turns[:1], image)[0]
         ids, pv = self._text_ids(context, image)
         return {"input_ids": ids, "pixel_values": pv}
