@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from functools import partial
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable, Iterable
 
@@ -442,10 +443,10 @@ def read_stream(instruction_root: Path, image_root: Path, variant: str, tasks: l
     dropped: list[DataError] = []
     loaded = load_stream(instruction_root, image_root, variant, tasks, cache_dir=arrow_cache,
                          skip_bad_images=True, skipped=skipped, dropped=dropped)
-    captions: list[Sample] = []
     pretrain_file = instruction_root / "Pretrain" / "train.json"
-    if pretrain_file.exists():
-        captions = load_records(pretrain_file, image_root, task="Pretrain", split="train")
+    # Read when a base is pretrained, not here (StreamData.captions).
+    captions = (partial(load_records, pretrain_file, image_root, task="Pretrain", split="train")
+                if pretrain_file.exists() else [])
     return StreamData(loaded, captions, instruction_root, image_root, key, bad_images=dropped, skipped=skipped)
 
 

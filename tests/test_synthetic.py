@@ -420,3 +420,16 @@ def test_tokenizer_corpus_is_training_text_only(bench):
     train_files = sorted((root / "instructions").rglob("train.json"))
     assert {p.parent.name for p in train_files} == {*TASKS, "Pretrain"}
     assert len(texts) == 2 * sum(len(load(p)) for p in train_files)
+
+
+def test_pretraining_records_are_read_only_when_used(bench):
+    """A run whose base is cached never needs the pretraining records: the reader defers them."""
+    from data_recipes.coin import read_stream
+
+    root, _ = bench
+    data = read_stream(root / "instructions", root / "images", "original", ["GQA"], key="k")
+    assert callable(data.pretrain_records)  # not read yet
+    captions = data.captions
+    expected = load(root / "instructions/Pretrain/train.json")
+    assert [s.id for s in captions] == [r["id"] for r in expected]
+    assert data.pretrain_records is captions and data.captions is captions  # read once, then kept

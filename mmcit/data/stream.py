@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from mmcit.data.config import DataConfig
 from mmcit.data.order import resolve_order
@@ -17,7 +18,10 @@ class StreamData:
     """What a reader gives a run: the tasks in stream order and what derived state is keyed on."""
 
     tasks: list[TaskData]
-    captions: list[Sample]  # pretraining records (the synthetic benchmark's); empty for real data
+    # Pretraining records (the synthetic benchmark's; empty for real data), or a function that reads
+    # them: they are read on first use of ``captions``, which only pretraining a base needs (the
+    # demo's 38,400 took about 6 s to read, in every run, although the base was cached).
+    pretrain_records: list[Sample] | Callable[[], list[Sample]]
     instruction_root: Path
     image_root: Path
     key: str  # identifies the data, for caching what is derived from it (the tiny base)
@@ -26,6 +30,13 @@ class StreamData:
     # them, or goes on without them with data.skip_bad_images (mmcit/data/preflight.py).
     bad_images: list[DataError] = field(default_factory=list)
     skipped: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def captions(self) -> list[Sample]:
+        """The pretraining records, read on first use."""
+        if callable(self.pretrain_records):
+            self.pretrain_records = self.pretrain_records()
+        return self.pretrain_records
 
 
 def stream_order(cfg: DataConfig) -> list[str]:

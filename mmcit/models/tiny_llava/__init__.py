@@ -29,7 +29,7 @@ class TinyLlava(Backend):
         data = ctx.data
         template = build_template(cfg.chat_template)
         model, processor = load_or_pretrain(
-            cfg, lambda: corpus_texts(data.instruction_root), data.captions, data_key=data.key, seed=ctx.seed,
+            cfg, lambda: corpus_texts(data.instruction_root), lambda: data.captions, data_key=data.key, seed=ctx.seed,
             cache_dir=ctx.cache_dir, progress=ctx.progress, log=ctx.log, template=template,
         )
         return Built(model, processor, template)

@@ -60,7 +60,7 @@ def base_key(cfg: TinyLlavaConfig, data_key: str, seed: int) -> str:
 def load_or_pretrain(
     cfg: TinyLlavaConfig,
     texts: Callable[[], list[str]],
-    captions: list[Sample],
+    captions: Callable[[], list[Sample]],
     *,
     data_key: str,
     seed: int,
@@ -69,7 +69,8 @@ def load_or_pretrain(
     log=print,
     template: Template | None = None,
 ):
-    """Return (base model, processor), from the cache or freshly pretrained (captions in ``template``)."""
+    """Return (base model, processor), from the cache or freshly pretrained (captions in ``template``).
+    ``texts`` and ``captions`` are called only to pretrain (a cached base needs neither)."""
     from transformers import AutoModelForImageTextToText
 
     cache = (cache_dir or default_cache_dir()) / "bases" / base_key(cfg, data_key, seed)
@@ -94,8 +95,9 @@ def load_or_pretrain(
     start = time.perf_counter()
     tok = train_tokenizer(["USER: ASSISTANT:", *texts()], vocab_size=cfg.vocab_size)
     model, processor = build_tiny_llava(spec, tok, seed=seed)
-    if cfg.pretrain.enabled and captions:
-        _pretrain(model, processor, captions, cfg, seed, progress, template)
+    records = captions() if cfg.pretrain.enabled else []
+    if records:
+        _pretrain(model, processor, records, cfg, seed, progress, template)
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     from transformers.utils import logging as hf_logging
