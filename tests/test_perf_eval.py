@@ -51,3 +51,27 @@ def test_speed_options_give_the_default_answers(two_adapters, tmp_path):
     assert len(model.image_tokens) == 5  # one per image, reused by the next evaluation
     again = generate_answers(model, data, routed, 3, 5, progress=False, options=EvalConfig(image_cache=True))
     assert again == default and len(model.image_tokens) == 5
+
+
+@pytest.mark.parametrize("vision", ["efficientnet_lite0", "clip"])
+def test_prompts_encoded_together_equal_one_by_one(tmp_path, vision):
+    """A first evaluation encodes a batch's new prompts in one processor call: the same ids and the
+    same pixels, bit for bit, as one call per sample (text-only and odd-sized images included)."""
+    from PIL import Image
+
+    from mmcit.data.sample import Sample
+
+    model = tiny_model(vision)
+    data = samples(tmp_path, 9, text_only=2)
+    Image.new("RGB", (20, 44), (10, 200, 30)).save(tmp_path / "odd.png")
+    data.insert(4, Sample(task="t", id="odd", image=tmp_path / "odd.png", turns=[("what colour is it", "green")]))
+    one_by_one = [model.encoder().encode_prompt(s) for s in data]
+    together = model.encoder().encode_prompts(data)
+    assert len(together) == len(one_by_one) == 10
+    for a, b in zip(one_by_one, together):
+        assert a["input_ids"] == b["input_ids"]
+        if a["pixel_values"] is None:
+            assert b["pixel_values"] is None
+        else:
+            assert a["pixel_values"].dtype == b["pixel_values"].dtype
+            assert torch.equal(a["pixel_values"], b["pixel_values"])

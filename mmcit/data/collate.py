@@ -134,6 +134,25 @@ class Encoder:
                             f"max_length={self.max_length} (train.max_length)")
         return {"input_ids": ids, "labels": labels, "pixel_values": pixel_values}
 
+    def encode_prompts(self, samples: list[Sample]) -> list[dict]:
+        """``encode_prompt`` of each sample: the same ids and pixels, but the samples with an image go
+        through one processor call together. The image processor validates its arguments on every
+        call (about 0.6 ms on a CPU), which one call per sample made a tenth of a first evaluation."""
+        rows: list[dict | None] = [None] * len(samples)
+        together: list[tuple[int, str, Image.Image]] = []
+        for k, sample in enumerate(samples):
+            image = self._image(sample)
+            if image is None or not hasattr(self.processor, "image_processor"):
+                rows[k] = self.encode_prompt(sample)
+                continue
+            together.append((k, self._pieces(sample.turns[:1], image)[0][0], image))
+        if together:
+            enc = self.processor(images=[im for _, _, im in together], text=[t for _, t, _ in together],
+                                 add_special_tokens=False)
+            for (k, _, _), ids, pixels in zip(together, enc["input_ids"], enc["pixel_values"]):
+                rows[k] = {"input_ids": list(ids), "pixel_values": torch.as_tensor(pixels)}
+        return rows  # type: ignore[return-value]
+
     def encode_prompt(self, sample: Sample) -> dict:
         """The first turn's context only, ready for generation."""
         image = self._image(sample)

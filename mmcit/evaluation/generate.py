@@ -59,7 +59,7 @@ def generate_answers(
         with model.merged() if opts.merge_adapters else contextlib.nullcontext():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
-                batch = model.collate([_encoded(model, encoder, samples[i]) for i in chunk], "left")
+                batch = model.collate(_encoded(model, encoder, [samples[i] for i in chunk]), "left")
                 if opts.image_cache:
                     keys = [str(samples[i].image) for i in chunk if samples[i].image is not None]
                     with model.autocast():
@@ -73,20 +73,26 @@ def generate_answers(
     return answers
 
 
-def _encoded(model: MMModel, encoder, sample: Sample) -> dict:
-    """``encoder.encode_prompt(sample)``, kept on the model for the next evaluation of the same test
-    sample (every later stage evaluates it again) while the kept pixels stay under MAX_CACHE_BYTES.
-    Encoding is deterministic: the same ids and pixels, without decoding the image again."""
-    key = (sample.task, sample.id, str(sample.image), sample.turns[0][0] if sample.turns else "")
-    row = model.encoded_prompts.get(key)
-    if row is None:
-        row = encoder.encode_prompt(sample)
-        pixels = row.get("pixel_values")
-        size = 0 if pixels is None else pixels.numel() * pixels.element_size()
-        if model.encoded_bytes + size <= MAX_CACHE_BYTES:
-            model.encoded_prompts[key] = row
-            model.encoded_bytes += size
-    return row
+def _encoded(model: MMModel, encoder, samples: list[Sample]) -> list[dict]:
+    """``encoder.encode_prompt`` of each sample (the new ones encoded together where the encoder can:
+    ``encode_prompts``), kept on the model for the next evaluation of the same test sample (every
+    later stage evaluates it again) while the kept pixels stay under MAX_CACHE_BYTES. Encoding is
+    deterministic: the same ids and pixels, without decoding the image again."""
+    keys = [(s.task, s.id, str(s.image), s.turns[0][0] if s.turns else "") for s in samples]
+    rows = [model.encoded_prompts.get(key) for key in keys]
+    new = [k for k, row in enumerate(rows) if row is None]
+    if new:
+        todo = [samples[k] for k in new]
+        fresh = encoder.encode_prompts(todo) if hasattr(encoder, "encode_prompts") else \
+            [encoder.encode_prompt(s) for s in todo]
+        for k, row in zip(new, fresh):
+            rows[k] = row
+            pixels = row.get("pixel_values")
+            size = 0 if pixels is None else pixels.numel() * pixels.element_size()
+            if model.encoded_bytes + size <= MAX_CACHE_BYTES:
+                model.encoded_prompts[keys[k]] = row
+                model.encoded_bytes += size
+    return rows  # type: ignore[return-value]
 
 
 def evaluate_task(
