@@ -25,6 +25,7 @@ import os
 import random
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from data_recipes.synthetic import draw as pictures
@@ -133,11 +134,9 @@ def _write_images(jobs: list[tuple], size: int) -> None:
     if workers < 2 or len(jobs) < PARALLEL_MIN_IMAGES or not sys.platform.startswith("linux"):
         _save_images(jobs, size)
         return
-    chunk = 500
+    chunks = [jobs[k:k + 500] for k in range(0, len(jobs), 500)]
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
-        for _ in pool.map(_save_images, [jobs[k:k + chunk] for k in range(0, len(jobs), chunk)],
-                          [size] * ((len(jobs) + chunk - 1) // chunk)):
-            pass
+        list(pool.map(partial(_save_images, size=size), chunks))  # list(): a worker's error is raised here
 
 
 def _write_task(task: str, splits: dict[str, int], image_root: Path, instr_root: Path,
