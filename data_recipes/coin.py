@@ -104,16 +104,20 @@ class _ImageChecker:
     def __init__(self, image_root: Path, check: bool, verify: bool) -> None:
         self.root, self.check, self.verify = image_root, check, verify
         self._seen: dict[str, tuple[str, str] | None] = {}  # image as written -> problem or None
+        self._paths: dict[str, Path] = {}  # image as written -> its path (records often share images)
 
     def resolve(self, rel: Any, where: str) -> Path:
         """The image's path under the root (lexical checks only: ``problems`` looks at the files)."""
+        if isinstance(rel, str) and rel in self._paths:
+            return self._paths[rel]
         if not isinstance(rel, str) or not rel:
             raise DataError(f"{where}: 'image' must be a non-empty string, got {rel!r}")
         # Lexical check only: a user may legitimately symlink dataset folders into the image root.
         posix, win = PurePosixPath(rel), PureWindowsPath(rel)
         if posix.is_absolute() or win.is_absolute() or win.drive or ".." in win.parts:
             raise DataError(f"{where}: image path {rel!r} escapes the image root {self.root}")
-        return self.root / rel
+        path = self._paths[rel] = self.root / rel
+        return path
 
     def problems(self, rels: list[str]) -> dict[str, tuple[str, str]]:
         """``(kind, reason)`` of each image among ``rels`` that is missing or unreadable; the images

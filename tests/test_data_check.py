@@ -259,3 +259,31 @@ def test_notes_for_absent_gold_files_and_text_only_records_pass(tmp_path, capsys
     problems = images / "ScienceQA" / "problems.json"
     assert f"note: ScienceQA: {problems} not found; the number of choices is counted" in out
     assert "note: TextVQA test: 3 of 3 test sample(s): no ten gold answers" in out
+
+
+@pytest.mark.parametrize("slow", [False, True])
+def test_probe_images_in_order_serial_or_threaded(tmp_path, monkeypatch, slow):
+    """Fast files are probed one after another, slow ones in threads: the same answers, in order."""
+    from PIL import Image
+
+    from mmcit.data import check
+
+    paths = []
+    for k in range(150):
+        p = tmp_path / f"{k}.png"
+        if k % 7 == 3:
+            p.write_bytes(b"")  # unreadable
+        elif k % 11 != 5:  # k % 11 == 5: missing
+            Image.new("RGB", (2 + k % 3, 2), (k, 0, 0)).save(p)
+        paths.append(p)
+    want = [check.probe_image(p) for p in paths]
+    threaded = []
+    real_pool = check.ThreadPoolExecutor
+    monkeypatch.setattr(check, "ThreadPoolExecutor", lambda **kw: threaded.append(kw) or real_pool(**kw))
+    monkeypatch.setattr(check, "PROBE_SLOW_S", -1.0 if slow else 1e9)
+    got = check.probe_images(paths)
+    assert got == want
+    bad = [k for k in range(150) if k % 7 == 3 or k % 11 == 5]
+    assert [k for k, w in enumerate(got) if w is not None] == bad
+    assert {got[k][0] for k in bad} == {"missing_image", "unreadable_image"}
+    assert bool(threaded) is slow

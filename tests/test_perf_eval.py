@@ -75,3 +75,33 @@ def test_prompts_encoded_together_equal_one_by_one(tmp_path, vision):
         else:
             assert a["pixel_values"].dtype == b["pixel_values"].dtype
             assert torch.equal(a["pixel_values"], b["pixel_values"])
+
+
+@pytest.mark.parametrize("vision", ["efficientnet_lite0", "clip"])
+def test_training_samples_encoded_in_chunks_equal_one_by_one(tmp_path, vision):
+    """Pretraining and every stage encode their samples with ``encode_train_many`` (answers tokenised
+    together, distinct images through one image-processor call per chunk): ids, labels and pixels equal
+    ``encode_train``'s bit for bit, across chunk borders, for records sharing an image, several turns,
+    text-only records and an odd-sized image."""
+    from PIL import Image
+
+    from mmcit.data.sample import Sample
+
+    model = tiny_model(vision)
+    data = samples(tmp_path, 7, text_only=2)
+    Image.new("RGB", (20, 44), (10, 200, 30)).save(tmp_path / "odd.png")
+    data.insert(3, Sample(task="t", id="odd", image=tmp_path / "odd.png", turns=[("what colour is it", "green")]))
+    shared = next(s for s in data if s.image is not None)
+    data.insert(1, Sample(task="t", id="again", image=shared.image, turns=[("describe it", "a shape"),
+                                                                          ("and its colour", "green")]))
+    data.insert(2, Sample(task="t", id="again2", image=shared.image, turns=[("describe it", "a shape")]))
+    one_by_one = [model.encoder().encode_train(s) for s in data]
+    for chunk in (3, 1024):
+        together = model.encoder().encode_train_many(data, chunk=chunk)
+        assert len(together) == len(one_by_one) == 10
+        for a, b in zip(one_by_one, together):
+            assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
+            if a["pixel_values"] is None:
+                assert b["pixel_values"] is None
+            else:
+                assert torch.equal(a["pixel_values"], b["pixel_values"])

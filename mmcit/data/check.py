@@ -9,11 +9,12 @@ their scorer (``mmcit.evaluation.scoring.check_samples``): a sample it cannot sc
 it scores with a fallback (TextVQA without its ten answers) a note. ``mmcit data check`` prints the
 report (``mmcit/cli/data.py``).
 
-``probe_images`` is the image check itself, shared with the readers: each image is opened in one of
-``PROBE_THREADS`` threads.
+``probe_images`` is the image check itself, shared with the readers: images whose files are slow to
+reach are opened in ``PROBE_THREADS`` threads, images in the page cache one after another.
 """
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +32,13 @@ if TYPE_CHECKING:
 SPLITS: tuple[str, ...] = ("train", "test")
 #: How many example paths / record errors are printed per file; the counts are always complete.
 SHOW_FIRST = 5
-#: Images opened at once. Reading a header is mostly waiting for the file system, and PIL's decoders
-#: release the GIL, so threads overlap well even on few cores (and far better on network storage).
+#: Images opened at once when the files are slow to reach: reading a header is then mostly waiting
+#: for the file system, and threads overlap well even on few cores (far better on network storage).
 PROBE_THREADS = 16
+#: Probed first in the calling thread, timed: a mean probe slower than ``PROBE_SLOW_S`` seconds sends
+#: the rest to the threads.
+PROBE_SERIAL_FIRST = 64
+PROBE_SLOW_S = 0.5e-3
 
 
 def probe_image(path: Path, decode: bool = False) -> tuple[str, str] | None:
@@ -59,11 +64,23 @@ def probe_image(path: Path, decode: bool = False) -> tuple[str, str] | None:
 
 def probe_images(paths: Sequence[Path], decode: bool = False,
                  threads: int = PROBE_THREADS) -> list[tuple[str, str] | None]:
-    """``probe_image`` for each path, in order, ``threads`` at a time."""
-    if len(paths) < 2 or threads < 2:
-        return [probe_image(p, decode) for p in paths]
-    with ThreadPoolExecutor(max_workers=min(threads, len(paths))) as pool:
-        return list(pool.map(lambda p: probe_image(p, decode), paths))
+    """``probe_image`` for each path, in order, ``threads`` at a time where the files are slow to
+    reach. The first paths are probed in this thread: threads only pay when a probe waits for the
+    disk or network. Files in the page cache take ~0.07 ms each, nearly all of it Python holding
+    the GIL, and 16 threads made the demo's 19,200 pretraining images take 4.2 s instead of 1.4 s.
+    Each thread then takes a run of paths (a task per image spent most of the time submitting)."""
+    head = min(len(paths), PROBE_SERIAL_FIRST)
+    start = time.perf_counter()
+    done = [probe_image(p, decode) for p in paths[:head]]
+    rest = paths[head:]
+    if not rest:
+        return done
+    if threads < 2 or (time.perf_counter() - start) / head < PROBE_SLOW_S:
+        return done + [probe_image(p, decode) for p in rest]
+    size = max(1, min(64, -(-len(rest) // threads)))
+    runs = [rest[i:i + size] for i in range(0, len(rest), size)]
+    with ThreadPoolExecutor(max_workers=min(threads, len(runs))) as pool:
+        return done + [r for run in pool.map(lambda run: [probe_image(p, decode) for p in run], runs) for r in run]
 
 
 @dataclass

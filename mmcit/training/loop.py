@@ -54,8 +54,7 @@ class StageInputs:
     def __init__(self, model: MMModel, samples: list[Sample], cfg: TrainConfig) -> None:
         self.samples = samples
         self.encoder = model.encoder(cfg.max_length)
-        self.features = ([self.encoder.encode_train(s) for s in samples]
-                         if len(samples) <= cfg.encode_once_limit else None)
+        self.features = (_encode_all(self.encoder, samples) if len(samples) <= cfg.encode_once_limit else None)
         base = model.peft.get_base_model()
         self.via_tokens = dist.world_size() == 1 and cacheable(base)
         # Samples without an image (text-only) go through the model's own forward, batch by batch.
@@ -65,6 +64,12 @@ class StageInputs:
 
     def __getitem__(self, i: int) -> dict:
         return self.features[i] if self.features is not None else self.encoder.encode_train(self.samples[i])
+
+
+def _encode_all(encoder, samples: list[Sample]) -> list[dict]:
+    """``encode_train`` of every sample, batched where the encoder can (``Encoder.encode_train_many``)."""
+    many = getattr(encoder, "encode_train_many", None)
+    return many(samples) if many is not None else [encoder.encode_train(s) for s in samples]
 
 
 def _has_image(feature: dict) -> bool:

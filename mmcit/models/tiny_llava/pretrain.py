@@ -122,7 +122,7 @@ def _pretrain(model, processor, captions: list[Sample], cfg: TinyLlavaConfig, se
               template: Template | None = None) -> None:
     """Train on the captions (the LLaVA pretraining stage, in miniature)."""
     encoder = Encoder(processor, template)
-    features = [encoder.encode_train(s) for s in captions]
+    features = encoder.encode_train_many(captions)
     pc = cfg.pretrain
     pretrained_tower = cfg.vision == EFFICIENTNET
     if pc.vision_steps > 0 and not pretrained_tower:
