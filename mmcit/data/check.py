@@ -38,7 +38,7 @@ PROBE_THREADS = 16
 #: Probed first in the calling thread, timed: a mean probe slower than ``PROBE_SLOW_S`` seconds sends
 #: the rest to the threads.
 PROBE_SERIAL_FIRST = 64
-PROBE_SLOW_S = 0.5e-3
+PROBE_SLOW_S = 0.3e-3
 
 
 def probe_image(path: Path, decode: bool = False) -> tuple[str, str] | None:
@@ -62,20 +62,22 @@ def probe_image(path: Path, decode: bool = False) -> tuple[str, str] | None:
     return None
 
 
-def probe_images(paths: Sequence[Path], decode: bool = False,
-                 threads: int = PROBE_THREADS) -> list[tuple[str, str] | None]:
+def probe_images(paths: Sequence[Path], decode: bool = False, threads: int = PROBE_THREADS,
+                 slow_s: float | None = None) -> list[tuple[str, str] | None]:
     """``probe_image`` for each path, in order, ``threads`` at a time where the files are slow to
     reach. The first paths are probed in this thread: threads only pay when a probe waits for the
-    disk or network. Files in the page cache take ~0.07 ms each, nearly all of it Python holding
-    the GIL, and 16 threads made the demo's 19,200 pretraining images take 4.2 s instead of 1.4 s.
-    Each thread then takes a run of paths (a task per image spent most of the time submitting)."""
+    disk or network, and the rest go to the threads when the mean probe took over ``slow_s``
+    seconds (default ``PROBE_SLOW_S``; 0: always threads). Small files in the page cache take ~0.07
+    ms each, nearly all of it Python holding the GIL, and 16 threads made the demo's 19,200
+    pretraining images take 4.2 s instead of 1.4 s. Each thread takes a run of paths (a task per
+    image spent most of the time submitting)."""
     head = min(len(paths), PROBE_SERIAL_FIRST)
     start = time.perf_counter()
     done = [probe_image(p, decode) for p in paths[:head]]
     rest = paths[head:]
     if not rest:
         return done
-    if threads < 2 or (time.perf_counter() - start) / head < PROBE_SLOW_S:
+    if threads < 2 or (time.perf_counter() - start) / head < (PROBE_SLOW_S if slow_s is None else slow_s):
         return done + [probe_image(p, decode) for p in rest]
     size = max(1, min(64, -(-len(rest) // threads)))
     runs = [rest[i:i + size] for i in range(0, len(rest), size)]
