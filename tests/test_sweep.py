@@ -65,3 +65,25 @@ def test_tiny_sweep_end_to_end(tmp_path, cache_dir, capsys):
     assert tested["eval_split"] == "test" and record["test"][0]["combination"] == {"method.ema.scale": chosen}
     assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
     assert "| method.ema.scale=0.1 | 1 |" in (out / "sweep.md").read_text()
+
+
+def test_warmed_worker_pool_runs_jobs_as_this_process_would(tmp_path, cache_dir):
+    """The demo starts its workers early (``WorkerPool.warm``: each imports what runs need while this
+    process still builds the data and base); runs on those workers give the results of a run here."""
+    from mmcit.cli.pool import WorkerPool
+    from mmcit.config import load_config
+    from mmcit.recipe import run
+
+    import os
+
+    jobs = [("configs/demo/lora_ft.yaml", [*TINY, f"data.cache_dir={cache_dir}", f"output_dir={tmp_path / m}"])
+            for m in ("here", "pool")]
+    here = run(load_config(*jobs[0]), progress=False, log=lambda msg: None)  # data and base cached here
+    lines: list[str] = []
+    with WorkerPool(1) as pool:
+        pool.warm()
+        warmed = {f.result(timeout=120) for f in pool._warming}
+        assert warmed and os.getpid() not in warmed  # a worker process started and imported
+        results = pool.run(jobs[1:], lines.append)
+    assert results[0]["accuracy_matrix"] == here["accuracy_matrix"]
+    assert any("after GQA" in line for line in lines)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
 from tqdm.auto import tqdm
 
-from mmcit.cli.pool import run_all
+from mmcit.cli.pool import WorkerPool, run_all
 from mmcit.cli.sweep import _parse_seeds
 from mmcit.config import load_config
 from mmcit.data.stream import load_data, require_split
@@ -63,25 +64,23 @@ def run_demo(out: Path, methods: list[str] | None = None, seeds: list[int] | Non
     # 2 cores ran two at a time and then the third alone, leaving a core idle for a third of the time.
     n_jobs = jobs or min(n_runs, max(1, (os.cpu_count() or 1) * 3 // 2))
     todo = _jobs(methods, per_seed, out, list(overrides or []), sample_factor, 1 if n_jobs > 1 else 0)
-    # Data and the pretrained base (one per seed) are shared by the methods: build them first.
-    first = [todo[k * len(methods)] for k in range(len(per_seed))]
-    if len(first) == 1:  # here, with its progress shown
-        cfg0 = load_config(*first[0])
-        data = load_data(cfg0.data, cfg0.data.cache_path(), log=log)
-        require_split(data.tasks, cfg0.eval.split)  # before the base is pretrained
-        build_model(cfg0, data, cfg0.data.cache_path(), log=log)
-    else:
-        run_all(first, min(n_jobs, len(first)), log, prepare=True)
-    n_stages = len(per_seed) * sum(1 if m == "multitask" else len(load_config(*todo[0]).data.tasks) for m in methods)
-    bar = Progress(n_stages, f"demo ({', '.join(methods)})")
-
-    def forward(msg: str) -> None:
-        log(msg)
-        if "] after " in msg:
-            bar.update(1)
-
-    results = run_all(todo, n_jobs, forward)
-    bar.close()
+    with ExitStack() as stack:
+        # Data and the pretrained base (one per seed) are shared by the methods: build them first.
+        first = [todo[k * len(methods)] for k in range(len(per_seed))]
+        if len(first) == 1:  # here, with its progress shown
+            cfg0 = load_config(*first[0])
+            data = load_data(cfg0.data, cfg0.data.cache_path(), log=log)
+            require_split(data.tasks, cfg0.eval.split)  # before the base is pretrained
+            # The method workers start now and import while the base pretrains (after generating
+            # the data, which forks its own image workers): about 10 s of the demo's wall time.
+            pool = stack.enter_context(WorkerPool(n_jobs)) if n_jobs > 1 else None
+            if pool is not None:
+                pool.warm()
+            build_model(cfg0, data, cfg0.data.cache_path(), log=log)
+        else:
+            pool = stack.enter_context(WorkerPool(n_jobs)) if n_jobs > 1 else None
+            run_all(first, 1 if pool is None else n_jobs, log, prepare=True, pool=pool)
+        results = _run_methods(todo, methods, per_seed, n_jobs, pool, log)
     runs = [Run(Path(dict(o.split("=", 1) for o in extra)["output_dir"]), res)
             for (_, extra), res in zip(todo, results)]
     table = comparison(runs)
@@ -93,6 +92,22 @@ def run_demo(out: Path, methods: list[str] | None = None, seeds: list[int] | Non
     summary = write_combined_report(out, results)
     table.write(out, markdown=False)
     return runs, summary
+
+
+def _run_methods(todo: list[tuple[str, list[str]]], methods: list[str], per_seed: list[int | None], n_jobs: int,
+                 pool: WorkerPool | None, log: Callable[[str], None]) -> list[dict | None]:
+    """Every run of the demo, with one progress bar over all their stages."""
+    n_stages = len(per_seed) * sum(1 if m == "multitask" else len(load_config(*todo[0]).data.tasks) for m in methods)
+    bar = Progress(n_stages, f"demo ({', '.join(methods)})")
+
+    def forward(msg: str) -> None:
+        log(msg)
+        if "] after " in msg:
+            bar.update(1)
+
+    results = run_all(todo, n_jobs, forward, pool=pool)
+    bar.close()
+    return results
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

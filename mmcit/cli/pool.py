@@ -39,22 +39,76 @@ class _Lines:
         self.put = log
 
 
-def run_all(jobs: list[tuple[str | None, list[str]]], n_jobs: int, log: Callable[[str], None],
+#: What every run imports (torch, transformers' model and generation code, peft, which pulls in
+#: bitsandbytes and torch's compiler, and the tiny model's families): about 8 s of one core per
+#: process, paid by each spawned worker before its first run.
+WARM_MODULES = ("mmcit.recipe", "mmcit.models.wrapper", "peft", "transformers.models.auto.modeling_auto",
+                "transformers.generation.utils", "transformers.models.fast_vlm.modeling_fast_vlm",
+                "transformers.models.llama.modeling_llama", "transformers.models.timm_wrapper.modeling_timm_wrapper")
+
+
+def _warm_worker() -> int:
+    """Import ``WARM_MODULES`` in this worker now; returns its process id."""
+    import importlib
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional family missing from this transformers: imported on use, if ever
+            pass
+    return os.getpid()
+
+
+class WorkerPool:
+    """``n_jobs`` spawned worker processes and the queue their runs log to, kept for several
+    ``run`` calls. ``warm()`` has every worker import what runs need right away, so that the imports
+    overlap with work this process still has to do (the demo pretrains its base meanwhile, which
+    leaves part of the second core idle)."""
+
+    def __init__(self, n_jobs: int) -> None:
+        self.n_jobs = n_jobs
+        self._ctx = mp.get_context("spawn")
+        self._manager = self._ctx.Manager()
+        self.queue = self._manager.Queue()
+        self._pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=self._ctx)
+        self._warming: list = []
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._manager.shutdown()
+
+    def warm(self) -> None:
+        """Start every worker now and have it import ``WARM_MODULES`` (returns at once)."""
+        self._warming = [self._pool.submit(_warm_worker) for _ in range(self.n_jobs)]
+
+    def run(self, jobs: list[tuple[str | None, list[str]]], log: Callable[[str], None],
             prepare: bool = False) -> list[dict | None]:
-    """Run ``(config_path, overrides)`` jobs in ``n_jobs`` processes (one job at a time in this
-    process when ``n_jobs`` is 1); returns their results in order (``prepare``: only build their data
-    and bases, returns Nones)."""
-    worker = _prepare_worker if prepare else _run_worker
+        """Run the jobs (``run_all``'s) on the workers, forwarding their log lines to ``log``."""
+        worker = _prepare_worker if prepare else _run_worker
+        futures = [self._pool.submit(worker, path, overrides, self.queue) for path, overrides in jobs]
+        while not all(f.done() for f in futures) or not self.queue.empty():
+            try:
+                log(self.queue.get(timeout=0.5))
+            except Exception:  # queue.Empty from the manager proxy
+                continue
+        for f in self._warming:
+            f.result()  # a worker that could not even import fails loudly here
+        return [f.result() for f in futures]
+
+
+def run_all(jobs: list[tuple[str | None, list[str]]], n_jobs: int, log: Callable[[str], None],
+            prepare: bool = False, pool: WorkerPool | None = None) -> list[dict | None]:
+    """Run ``(config path, overrides)`` jobs in ``n_jobs`` processes (one job at a time in this
+    process when ``n_jobs`` is 1), or on ``pool``; returns their results in order (``prepare``: only
+    build their data and bases, returns Nones)."""
+    if pool is not None:
+        return pool.run(jobs, log, prepare)
     if n_jobs == 1:
+        worker = _prepare_worker if prepare else _run_worker
         return [worker(path, overrides, _Lines(log)) for path, overrides in jobs]
-    ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager:
-        queue = manager.Queue()
-        with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(worker, path, overrides, queue) for path, overrides in jobs]
-            while not all(f.done() for f in futures) or not queue.empty():
-                try:
-                    log(queue.get(timeout=0.5))
-                except Exception:  # queue.Empty from the manager proxy
-                    continue
-            return [f.result() for f in futures]
+    with WorkerPool(n_jobs) as own:
+        return own.run(jobs, log, prepare)
