@@ -140,7 +140,8 @@ class Encoder:
         for start in range(0, len(samples), chunk):
             part = samples[start:start + chunk]
             images = [self._image(s) for s in part]
-            targets = sorted({t for s, im in zip(part, images) for _, t in self._pieces(s.turns, im)})
+            pieces = [self._pieces(s.turns, im) for s, im in zip(part, images)]
+            targets = sorted({t for p in pieces for _, t in p})
             if targets:
                 self._target_ids = dict(zip(targets, self.tok(targets, add_special_tokens=False)["input_ids"]))
             distinct: dict[tuple, Image.Image] = {}
@@ -154,13 +155,15 @@ class Encoder:
                                                         return_tensors="pt")["pixel_values"]
                 self._chunk_pixels = dict(zip(distinct, pixels))
             try:
-                out += [self._encode_train(s, im) for s, im in zip(part, images)]
+                out += [self._encode_train(s, im, p) for s, im, p in zip(part, images, pieces)]
             finally:
                 self._target_ids, self._chunk_pixels, self._chunk_keys = {}, {}, {}
         return out
 
-    def _encode_train(self, sample: Sample, image: Image.Image | None) -> dict:
-        pieces = self._pieces(sample.turns, image)
+    def _encode_train(self, sample: Sample, image: Image.Image | None,
+                      pieces: list[tuple[str, str]] | None = None) -> dict:
+        if pieces is None:
+            pieces = self._pieces(sample.turns, image)
         ids: list[int] = []
         labels: list[int] = []
         pixel_values = None
