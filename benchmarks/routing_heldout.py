@@ -5,6 +5,7 @@ group, by the prompt alone (no task label).
     python benchmarks/routing_heldout.py                 # every shipped config, every embedder and rule
     python benchmarks/routing_heldout.py --sweep         # also accuracy against the routing floor
     python benchmarks/routing_heldout.py --no-prompts    # skip the synthetic benchmark's test prompts
+    python benchmarks/routing_heldout.py --embedder-path DIR   # also a local sentence-transformers model
 
 Paraphrases: data_recipes/routing/paraphrases.yaml (easy: reworded; hard: little word overlap),
 routed alone (as a user would send them) and inside their task's CoIN layout with a question.
@@ -61,26 +62,29 @@ def pct(right: int, n: int) -> str:
 def print_row(label: str, res: dict, total: dict) -> None:
     sets = "  ".join(f"{name} {pct(r['easy']['right'], r['easy']['n'])}/{pct(r['hard']['right'], r['hard']['n'])}"
                      for name, r in res.items())
-    print(f"  {label:<34} easy {pct(*total['easy'])}  hard {pct(*total['hard'])}   per set (easy/hard): {sets}")
+    print(f"  {label:<46} easy {pct(*total['easy'])}  hard {pct(*total['hard'])}   per set (easy/hard): {sets}")
 
 
-def settings_grid(variant: str) -> list[tuple[str, RouterSettings]]:
-    """Every embedder x rule on top of the reference grouping (TF-IDF at the variant's tau)."""
+def settings_grid(variant: str, embedder_paths: list[str] = ()) -> list[tuple[str, RouterSettings]]:
+    """Every embedder x rule on top of the reference grouping (TF-IDF at the variant's tau); each of
+    ``embedder_paths`` (a local sentence-transformers folder) as one more sentence embedder."""
+    embedders = [(emb, emb, None) for emb in ("tfidf", "hashing", "sentence")]
+    embedders += [(f"sentence {Path(path).name}", "sentence", path) for path in embedder_paths]
     grid = []
-    for emb in ("tfidf", "hashing", "sentence"):
-        grid.append((f"{emb} mean, bar tau {TAU[variant]}", RouterSettings(tau=TAU[variant], route_embedder=emb)))
-        grid.append((f"{emb} mean, no floor", RouterSettings(tau=TAU[variant], route_embedder=emb, route_floor=-1.0)))
-        grid.append((f"{emb} nearest, no floor",
-                     RouterSettings(tau=TAU[variant], route_embedder=emb, route_rule="nearest", route_floor=-1.0)))
+    for label, emb, path in embedders:
+        common = {"tau": TAU[variant], "route_embedder": emb, "embedder_path": path}
+        grid.append((f"{label} mean, bar tau {TAU[variant]}", RouterSettings(**common)))
+        grid.append((f"{label} mean, no floor", RouterSettings(**common, route_floor=-1.0)))
+        grid.append((f"{label} nearest, no floor", RouterSettings(**common, route_rule="nearest", route_floor=-1.0)))
     return grid
 
 
-def paraphrase_figures(sweep: bool) -> None:
+def paraphrase_figures(sweep: bool, embedder_paths: list[str] = ()) -> None:
     sets = load_paraphrases()
     for variant in ("original", "diverse"):
         n = {lv: sum(len(getattr(s, lv)) for s in sets.values() if variant in s.variants) for lv in LEVELS}
         print(f"\n== paraphrases, {variant} grouping ({n['easy']} easy, {n['hard']} hard), routed alone ==")
-        for label, settings in settings_grid(variant):
+        for label, settings in settings_grid(variant, embedder_paths):
             print_row(label, *table(settings, variant))
     print("\n== shipped configs ==")
     for path, settings, variant in shipped():
@@ -128,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", action="store_true", help="accuracy against route_floor for the shipped configs")
     parser.add_argument("--no-prompts", action="store_true", help="skip the synthetic benchmark's test prompts")
     parser.add_argument("--scale", type=float, default=0.2, help="synthetic benchmark scale for the test prompts")
+    parser.add_argument("--embedder-path", action="append", default=[], metavar="DIR",
+                        help="a local sentence-transformers folder to measure as one more sentence embedder "
+                             "(repeatable)")
     args = parser.parse_args(argv)
-    paraphrase_figures(args.sweep)
+    paraphrase_figures(args.sweep, args.embedder_path)
     if not args.no_prompts:
         prompt_figures(args.scale)
     return 0
