@@ -22,6 +22,7 @@ from mmcit.evaluation.generate import evaluate_stage
 from mmcit.io import clean_temp_files
 from mmcit.methods.base import Method, RunContext, Stage, build_method
 from mmcit.models.factory import build_model
+from mmcit.models.tower_cache import TokenStore
 from mmcit.models.wrapper import MMModel
 from mmcit.results.costs import reset_peak_memory
 from mmcit.results.record import RunRecord
@@ -117,6 +118,7 @@ def _model(cfg: RunConfig, data: StreamData, log: Callable[[str], None], progres
     """The run's model, built by rank 0 first (it pretrains or caches the base), sharded if asked."""
     with dist.main_first():
         model = build_model(cfg, data, cfg.data.cache_path(), log, progress)
+    model.token_store = TokenStore(cfg.data.cache_path() / "tower_tokens")  # used where train.tower_token_cache
     if dist.world_size() > 1 and dist.fsdp_requested(cfg.train.fsdp):
         if getattr(cfg.model, "quantization", None):
             raise ConfigError("FSDP with model.quantization is not supported: bitsandbytes weights cannot be "

@@ -61,3 +61,76 @@ def _processor_stub():
     class Stub:  # MMModel only reads the tokenizer from its processor here
         tokenizer = None
     return Stub()
+
+
+# -- tokens kept on disk between runs (train.tower_token_cache) --------------------------------------
+def _stream_run(out, cache_dir, store: bool):
+    from mmcit.config import load_config
+    from mmcit.recipe import run
+
+    cfg = load_config(None, [
+        "name=token-store", f"output_dir={out}", f"data.cache_dir={cache_dir}", "data.tasks=[TextVQA,GQA]",
+        "data.sample_factor=0.05", "data.test_limit=3", "train.max_steps=3", "train.batch_size=4",
+        "model.pretrain.steps=5", "model.text_layers=1", "model.vision_layers=1", "eval.max_new_tokens=4",
+        "threads=1", "method={type: lora_ft}", f"train.tower_token_cache={str(store).lower()}",
+    ])
+    return run(cfg, progress=False, log=lambda msg: None)
+
+
+def test_stored_tower_tokens_are_read_back_by_the_next_run_and_train_the_same(tmp_path, cache_dir, monkeypatch):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from mmcit.models.tower_cache import TokenStore
+
+    shutil.rmtree(cache_dir / "tower_tokens", ignore_errors=True)  # this worker's earlier tests may have filled it
+    calls = []
+    load, save = TokenStore.load, TokenStore.save
+    monkeypatch.setattr(TokenStore, "load", lambda self, key, n: calls.append(("hit" if (
+        got := load(self, key, n)) is not None else "miss", n)) or got)
+    monkeypatch.setattr(TokenStore, "save", lambda self, key, t: calls.append(("save", len(t))) or save(self, key, t))
+
+    first = _stream_run(tmp_path / "a", cache_dir, store=True)
+    assert [c[0] for c in calls] == ["miss", "save", "miss", "save"]  # one set of images per stage
+    assert len(list((cache_dir / "tower_tokens").rglob("*.safetensors"))) == 2
+    calls.clear()
+    second = _stream_run(tmp_path / "b", cache_dir, store=True)
+    assert [c[0] for c in calls] == ["hit", "hit"]
+    calls.clear()
+    plain = _stream_run(tmp_path / "c", cache_dir, store=False)
+    assert calls == []  # the store is not consulted at all
+
+    assert first["accuracy_matrix"] == second["accuracy_matrix"] == plain["accuracy_matrix"]
+    adapters = [load_file(tmp_path / d / "checkpoints" / "02_GQA" / "adapters.safetensors") for d in "abc"]
+    assert adapters[0].keys() == adapters[1].keys() == adapters[2].keys() and len(adapters[0]) > 0
+    for name in adapters[0]:
+        assert torch.equal(adapters[0][name], adapters[1][name]) and torch.equal(adapters[0][name], adapters[2][name])
+
+
+def test_token_store_keys_follow_everything_the_bits_depend_on(tmp_path):
+    from mmcit.models.tower_cache import TokenStore, tower_tokens
+
+    model, batch = _model("efficientnet_lite0")
+    store = TokenStore(tmp_path)
+    pixels = list(batch["pixel_values"])
+    key = store.key(model, pixels, 1)
+    assert store.key(model, pixels, 1) == key
+    assert store.key(model, pixels[::-1], 1) != key  # the images, in order
+    assert store.key(model, pixels, 64) != key  # the batch size the tower runs at
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        assert store.key(model, pixels, 1) != key  # the thread count
+    finally:
+        torch.set_num_threads(threads)
+    with torch.no_grad():
+        model.model.vision_tower.timm_model.conv_stem.weight[0, 0, 0, 0] += 1e-3
+    assert store.key(model, pixels, 1) != key  # the tower's weights
+
+    tokens = tower_tokens(model, batch["pixel_values"], batch_size=1)
+    store.save(key, tokens)
+    assert torch.equal(store.load(key, len(pixels)), tokens)
+    assert store.load(key, len(pixels) + 1) is None  # another number of images: not these tokens
+    store.path(key).write_bytes(b"not a safetensors file")
+    assert store.load(key, len(pixels)) is None and (store.hits, store.misses) == (1, 2)

@@ -11,7 +11,10 @@ carries the tokens of its rows with an image, in row order, or none at all.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import warnings
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -35,15 +38,101 @@ def cacheable(model) -> bool:
             and cfg.vision_feature_select_strategy == "default")
 
 
-def cached_tower_tokens(model, pixels: list[torch.Tensor], batch_size: int = 64) -> torch.Tensor | None:
+def cached_tower_tokens(model, pixels: list[torch.Tensor], batch_size: int = 64,
+                        store: "TokenStore | None" = None) -> torch.Tensor | None:
     """``tower_tokens`` for these images if the model allows it and they fit in MAX_CACHE_BYTES,
-    else None (the caller then runs the tower at every step, as the model's forward does)."""
+    else None (the caller then runs the tower at every step, as the model's forward does). With a
+    ``store``, tokens an earlier run stored for the same inputs are read back instead, and fresh
+    ones are stored."""
     if not pixels or not cacheable(model):
         return None
+    key = store.key(model, pixels, batch_size) if store is not None else None
+    if key is not None:
+        stored = store.load(key, len(pixels))
+        if stored is not None:
+            return stored
     first = tower_tokens(model, pixels[0][None])
     if first.numel() * first.element_size() * len(pixels) > MAX_CACHE_BYTES:
         return None
-    return tower_tokens(model, torch.stack(pixels), batch_size)
+    tokens = tower_tokens(model, torch.stack(pixels), batch_size)
+    if key is not None:
+        store.save(key, tokens)
+    return tokens
+
+
+class TokenStore:
+    """Frozen-tower tokens on disk, one file per set of images, for runs that train on the same
+    images again (a rerun, a sweep, another method on the same base).
+
+    A file is found only by a key that holds everything the tokens' bits depend on: the tower's
+    weights and buffers, how its output is taken (model type, feature layer), the batch size it ran
+    at (a CPU convolution's result depends on it), torch's version, thread count and CPU kernels,
+    autocast, and every image's pixels in order. A file that cannot be read, or holds another number
+    of images, counts as absent. Files are written whole (a temporary name, then a rename), so
+    processes sharing the folder never read half a file.
+    """
+
+    VERSION = 1
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.hits = self.misses = 0
+
+    def key(self, model, pixels: list[torch.Tensor], batch_size: int) -> str:
+        """The hex key of these images' tokens under this model and this process's settings."""
+        digest = hashlib.sha256()
+        tower = model.model.vision_tower
+        device = next(tower.parameters()).device
+        autocast = torch.is_autocast_enabled(device.type)
+        cpu = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else torch.cuda.get_device_name(device)
+        head = (self.VERSION, model.config.model_type, getattr(model.config, "vision_feature_layer", None), batch_size,
+                torch.__version__, torch.get_num_threads(), cpu, str(device), autocast,
+                str(torch.get_autocast_dtype(device.type)) if autocast else None)
+        digest.update(repr(head).encode())
+        for name, tensor in tower.state_dict().items():
+            _update(digest, name, tensor)
+        for image in pixels:
+            _update(digest, "", image)
+        return digest.hexdigest()
+
+    def path(self, key: str) -> Path:
+        """Where the tokens of ``key`` are (or would be) stored."""
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def load(self, key: str, n: int) -> torch.Tensor | None:
+        """The stored tokens of ``key`` (``n`` images), or None."""
+        from safetensors.torch import load_file
+
+        path = self.path(key)
+        try:
+            tokens = load_file(path)["tokens"] if path.exists() else None
+        except Exception:  # a damaged file: computed again and rewritten
+            tokens = None
+        if tokens is None or tokens.shape[0] != n:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return tokens
+
+    def save(self, key: str, tokens: torch.Tensor) -> None:
+        """Store ``tokens`` under ``key``; a full disk or a read-only folder only costs the reuse."""
+        from safetensors.torch import save_file
+
+        path = self.path(key)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"tokens": tokens.contiguous().cpu()}, str(tmp))
+            os.replace(tmp, path)
+        except OSError as err:
+            warnings.warn(f"tower tokens not stored at {path}: {err}", stacklevel=2)
+            tmp.unlink(missing_ok=True)
+
+
+def _update(digest, name: str, tensor: torch.Tensor) -> None:
+    t = tensor.detach().cpu().reshape(-1)
+    digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+    digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 @torch.no_grad()
@@ -101,11 +190,12 @@ def _traced(tower, chunk: torch.Tensor) -> Callable | None:
     return cache[key]
 
 
-def attach_cached_tokens(model, features: list[dict]) -> list[dict]:
+def attach_cached_tokens(model, features: list[dict], store: TokenStore | None = None) -> list[dict]:
     """``features`` (from ``Encoder.encode_train``) with ``image_tokens`` added to each one that has an
-    image, when ``cached_tower_tokens`` allows; else ``features`` unchanged."""
+    image, when ``cached_tower_tokens`` allows (read from ``store`` where an earlier run kept them);
+    else ``features`` unchanged."""
     rows = [k for k, f in enumerate(features) if f.get("pixel_values") is not None]
-    tokens = cached_tower_tokens(model, [features[k]["pixel_values"] for k in rows], batch_size=1)
+    tokens = cached_tower_tokens(model, [features[k]["pixel_values"] for k in rows], batch_size=1, store=store)
     if tokens is None:
         return features
     out = list(features)

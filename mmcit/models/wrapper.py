@@ -76,6 +76,7 @@ class MMModel:
         # sample's encoded prompt, and (eval.image_cache) the frozen tower's output per image path.
         self.encoded_prompts: dict[tuple, dict] = {}
         self.encoded_bytes = 0
+        self.token_store = None  # a TokenStore (mmcit.models.tower_cache) the recipe sets for training
         self.image_tokens: dict[str, torch.Tensor] = {}
 
     # -- construction -------------------------------------------------------------------------

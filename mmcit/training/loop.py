@@ -60,7 +60,8 @@ class StageInputs:
         # Samples without an image (text-only) go through the model's own forward, batch by batch.
         if self.via_tokens and self.features is not None and all(_has_image(f) for f in self.features):
             with model.autocast():
-                self.features = attach_cached_tokens(base, self.features)
+                store = getattr(model, "token_store", None) if cfg.tower_token_cache else None
+                self.features = attach_cached_tokens(base, self.features, store)
 
     def __getitem__(self, i: int) -> dict:
         return self.features[i] if self.features is not None else self.encoder.encode_train(self.samples[i])

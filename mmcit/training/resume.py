@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 # make the kept rows and checkpoints belong to a different run.
 RESUME_OVERRIDABLE = ("train.*", "eval.batch_size", "eval.max_new_tokens", "threads", "logging.*")
 # Changes that keep a task's step checkpoints valid: they do not alter the training of the steps done.
-_KEEPS_STEP_CHECKPOINTS = {"train.checkpoint_every", "eval.batch_size", "eval.max_new_tokens", "threads",
-                           "logging.tracker", "logging.dir", "logging.project"}
+_KEEPS_STEP_CHECKPOINTS = {"train.checkpoint_every", "train.tower_token_cache", "eval.batch_size",
+                           "eval.max_new_tokens", "threads", "logging.tracker", "logging.dir", "logging.project"}
 
 
 def resume_overridable(key: str) -> bool:
