@@ -1,5 +1,8 @@
 """The frozen tower's output tokens, computed once, give what the model's own forward computes; the
 EfficientNet tower survives the save / load round trip of the cached base."""
+import os
+import time
+
 import pytest
 import torch
 from PIL import Image
@@ -85,21 +88,23 @@ def test_stored_tower_tokens_are_read_back_by_the_next_run_and_train_the_same(tm
     from mmcit.models.tower_cache import TokenStore
 
     shutil.rmtree(cache_dir / "tower_tokens", ignore_errors=True)  # this worker's earlier tests may have filled it
-    calls = []
-    load, save = TokenStore.load, TokenStore.save
-    monkeypatch.setattr(TokenStore, "load", lambda self, key, n: calls.append(("hit" if (
-        got := load(self, key, n)) is not None else "miss", n)) or got)
-    monkeypatch.setattr(TokenStore, "save", lambda self, key, t: calls.append(("save", len(t))) or save(self, key, t))
+    stores = []
+    init = TokenStore.__init__
+    monkeypatch.setattr(TokenStore, "__init__", lambda self, root: init(self, root) or stores.append(self))
+
+    def counts():
+        out = [(st.read, st.computed, st.waited) for st in stores]
+        stores.clear()
+        return out
 
     first = _stream_run(tmp_path / "a", cache_dir, store=True)
-    assert [c[0] for c in calls] == ["miss", "save", "miss", "save"]  # one set of images per stage
+    assert counts() == [(0, 2, 0)]  # one chunk of images per stage, computed and stored
     assert len(list((cache_dir / "tower_tokens").rglob("*.safetensors"))) == 2
-    calls.clear()
+    assert not list((cache_dir / "tower_tokens").rglob("*.claim"))  # claims released
     second = _stream_run(tmp_path / "b", cache_dir, store=True)
-    assert [c[0] for c in calls] == ["hit", "hit"]
-    calls.clear()
+    assert counts() == [(2, 0, 0)]
     plain = _stream_run(tmp_path / "c", cache_dir, store=False)
-    assert calls == []  # the store is not consulted at all
+    assert counts() == [(0, 0, 0)]  # the store is not consulted at all
 
     assert first["accuracy_matrix"] == second["accuracy_matrix"] == plain["accuracy_matrix"]
     adapters = [load_file(tmp_path / d / "checkpoints" / "02_GQA" / "adapters.safetensors") for d in "abc"]
@@ -114,23 +119,83 @@ def test_token_store_keys_follow_everything_the_bits_depend_on(tmp_path):
     model, batch = _model("efficientnet_lite0")
     store = TokenStore(tmp_path)
     pixels = list(batch["pixel_values"])
-    key = store.key(model, pixels, 1)
-    assert store.key(model, pixels, 1) == key
-    assert store.key(model, pixels[::-1], 1) != key  # the images, in order
-    assert store.key(model, pixels, 64) != key  # the batch size the tower runs at
+
+    def key(batch_size=1, images=pixels):
+        return store.chunk_key(store.head(model, batch_size), images)
+
+    first = key()
+    assert key() == first
+    assert key(images=pixels[::-1]) != first  # the images, in order
+    assert key(batch_size=64) != first  # the batch size the tower runs at
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)
     try:
-        assert store.key(model, pixels, 1) != key  # the thread count
+        assert key() != first  # the thread count
     finally:
         torch.set_num_threads(threads)
     with torch.no_grad():
         model.model.vision_tower.timm_model.conv_stem.weight[0, 0, 0, 0] += 1e-3
-    assert store.key(model, pixels, 1) != key  # the tower's weights
+    assert key() != first  # the tower's weights
 
     tokens = tower_tokens(model, batch["pixel_values"], batch_size=1)
-    store.save(key, tokens)
-    assert torch.equal(store.load(key, len(pixels)), tokens)
-    assert store.load(key, len(pixels) + 1) is None  # another number of images: not these tokens
-    store.path(key).write_bytes(b"not a safetensors file")
-    assert store.load(key, len(pixels)) is None and (store.hits, store.misses) == (1, 2)
+    store.save(first, tokens)
+    assert torch.equal(store.load(first, len(pixels)), tokens)
+    assert store.load(first, len(pixels) + 1) is None  # another number of images: not these tokens
+    store.path(first).write_bytes(b"not a safetensors file")
+    assert store.load(first, len(pixels)) is None
+
+
+def _claim(store, key, pid):
+    import socket
+
+    path = store._claim_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{socket.gethostname()} {pid}")
+    return path
+
+
+def test_concurrent_runs_share_the_chunks_and_never_wait_on_a_dead_claim(tmp_path):
+    import subprocess
+    import sys
+    import threading
+
+    from mmcit.models.tower_cache import TokenStore, tower_tokens
+
+    model, batch = _model("efficientnet_lite0")
+    pixels = list(batch["pixel_values"])
+    want = tower_tokens(model, batch["pixel_values"], batch_size=1)
+
+    # Chunk 0 is claimed by a live process (this one stands in): the store computes chunk 1 only,
+    # then reads chunk 0 once the other process writes it and drops its claim.
+    store = TokenStore(tmp_path / "live")
+    store.CHUNK, store.POLL_S = 1, 0.01
+    keys = [store.chunk_key(store.head(model, 1), [px]) for px in pixels]
+    claim = _claim(store, keys[0], os.getpid())
+
+    def other():
+        time.sleep(0.3)
+        store.save(keys[0], want[:1])
+        claim.unlink()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    got = store.tokens(model, pixels, 1)
+    thread.join()
+    assert torch.equal(got, want) and (store.read, store.computed, store.waited) == (0, 1, 1)
+
+    # A claim left by a process that has died is taken over at once.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store = TokenStore(tmp_path / "dead")
+    keys = [store.chunk_key(store.head(model, 1), pixels)]
+    claim = _claim(store, keys[0], int(dead.stdout))
+    start = time.monotonic()
+    assert torch.equal(store.tokens(model, pixels, 1), want)
+    assert (store.read, store.computed, store.waited) == (0, 1, 0) and time.monotonic() - start < 5
+    assert not claim.exists() and store.path(keys[0]).exists()
+
+    # A live claim dropped without a file (its process gave up): computed here after all.
+    store = TokenStore(tmp_path / "gave-up")
+    store.POLL_S = 0.01
+    claim = _claim(store, store.chunk_key(store.head(model, 1), pixels), os.getpid())
+    threading.Timer(0.2, claim.unlink).start()
+    assert torch.equal(store.tokens(model, pixels, 1), want) and (store.computed, store.waited) == (1, 0)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -42,44 +44,78 @@ def cached_tower_tokens(model, pixels: list[torch.Tensor], batch_size: int = 64,
                         store: "TokenStore | None" = None) -> torch.Tensor | None:
     """``tower_tokens`` for these images if the model allows it and they fit in MAX_CACHE_BYTES,
     else None (the caller then runs the tower at every step, as the model's forward does). With a
-    ``store``, tokens an earlier run stored for the same inputs are read back instead, and fresh
-    ones are stored."""
+    ``store``, tokens stored by an earlier or a concurrent run for the same inputs are read back
+    instead of computed, and fresh ones are stored (``TokenStore.tokens``)."""
     if not pixels or not cacheable(model):
         return None
-    key = store.key(model, pixels, batch_size) if store is not None else None
-    if key is not None:
-        stored = store.load(key, len(pixels))
-        if stored is not None:
-            return stored
-    first = tower_tokens(model, pixels[0][None])
-    if first.numel() * first.element_size() * len(pixels) > MAX_CACHE_BYTES:
+    if store is not None:
+        return store.tokens(model, pixels, batch_size)
+    if not _fits(tower_tokens(model, pixels[0][None])[0], len(pixels)):
         return None
-    tokens = tower_tokens(model, torch.stack(pixels), batch_size)
-    if key is not None:
-        store.save(key, tokens)
-    return tokens
+    return tower_tokens(model, torch.stack(pixels), batch_size)
+
+
+def _fits(one: torch.Tensor, n: int) -> bool:
+    return one.numel() * one.element_size() * n <= MAX_CACHE_BYTES
 
 
 class TokenStore:
-    """Frozen-tower tokens on disk, one file per set of images, for runs that train on the same
-    images again (a rerun, a sweep, another method on the same base).
+    """Frozen-tower tokens on disk, for runs that train on the same images again (a rerun, a sweep,
+    another method on the same base) and for runs that train on them at the same time.
 
-    A file is found only by a key that holds everything the tokens' bits depend on: the tower's
-    weights and buffers, how its output is taken (model type, feature layer), the batch size it ran
-    at (a CPU convolution's result depends on it), torch's version, thread count and CPU kernels,
-    autocast, and every image's pixels in order. A file that cannot be read, or holds another number
-    of images, counts as absent. Files are written whole (a temporary name, then a rename), so
-    processes sharing the folder never read half a file.
+    A set of images is stored in chunks of 64 (a multiple of the tower's batch size, so the tower
+    sees the batches it would see on the whole set), one file each. A file is found only by a key
+    that holds everything the tokens' bits depend on: the tower's weights and buffers, how its output
+    is taken (model type, feature layer), the batch size it ran at (a CPU convolution's result
+    depends on it), torch's version, thread count and CPU kernels, autocast, and the chunk's pixels
+    in order. A file that cannot be read, or holds another number of images, counts as absent.
+
+    Concurrent runs share the work: a process claims a chunk (an exclusively created ``.claim``
+    file) before computing it and passes over chunks others have claimed, then reads those once they
+    are written. A claim whose process has died, or older than ``WAIT_S``, is ignored. Files are
+    written whole (a temporary name, then a rename), so no process reads half a file.
     """
 
-    VERSION = 1
+    VERSION = 2
+    CHUNK = 64
+    WAIT_S = 300.0  # longest wait for another process's chunk before computing it here
+    POLL_S = 0.05
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self.hits = self.misses = 0
+        self.read = self.computed = self.waited = 0  # chunks: read at once, computed here, read after a wait
 
-    def key(self, model, pixels: list[torch.Tensor], batch_size: int) -> str:
-        """The hex key of these images' tokens under this model and this process's settings."""
+    def tokens(self, model, pixels: list[torch.Tensor], batch_size: int) -> torch.Tensor | None:
+        """The tower tokens of ``pixels`` at ``batch_size`` (as ``tower_tokens``), read where stored
+        and computed (and stored) where not; None if they would not fit in MAX_CACHE_BYTES."""
+        head = self.head(model, batch_size)
+        size = max(1, self.CHUNK // batch_size) * batch_size
+        chunks = [pixels[s:s + size] for s in range(0, len(pixels), size)]
+        keys = [self.chunk_key(head, chunk) for chunk in chunks]
+        parts: dict[int, torch.Tensor] = {}
+        first = self.load(keys[0], len(chunks[0]))
+        if not _fits(first[0] if first is not None else tower_tokens(model, pixels[0][None])[0], len(pixels)):
+            return None
+        later = []
+        for j, (key, chunk) in enumerate(zip(keys, chunks)):
+            got = first if j == 0 and first is not None else self.load(key, len(chunk))
+            if got is not None:
+                self.read += 1
+            elif self._claim(key):
+                got = self._compute(model, key, chunk, batch_size)
+            else:
+                later.append(j)  # another process is computing it
+            parts[j] = got
+        for j in later:
+            parts[j] = self._wait(keys[j], len(chunks[j]))
+            if parts[j] is None:
+                parts[j] = self._compute(model, keys[j], chunks[j], batch_size, claimed=False)
+            else:
+                self.waited += 1
+        return torch.cat([parts[j] for j in range(len(chunks))])
+
+    def head(self, model, batch_size: int) -> str:
+        """The key's part that holds everything but the pixels."""
         digest = hashlib.sha256()
         tower = model.model.vision_tower
         device = next(tower.parameters()).device
@@ -91,6 +127,11 @@ class TokenStore:
         digest.update(repr(head).encode())
         for name, tensor in tower.state_dict().items():
             _update(digest, name, tensor)
+        return digest.hexdigest()
+
+    def chunk_key(self, head: str, pixels: list[torch.Tensor]) -> str:
+        """The hex key of one chunk's tokens."""
+        digest = hashlib.sha256(head.encode())
         for image in pixels:
             _update(digest, "", image)
         return digest.hexdigest()
@@ -108,11 +149,7 @@ class TokenStore:
             tokens = load_file(path)["tokens"] if path.exists() else None
         except Exception:  # a damaged file: computed again and rewritten
             tokens = None
-        if tokens is None or tokens.shape[0] != n:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return tokens
+        return tokens if tokens is not None and tokens.shape[0] == n else None
 
     def save(self, key: str, tokens: torch.Tensor) -> None:
         """Store ``tokens`` under ``key``; a full disk or a read-only folder only costs the reuse."""
@@ -127,6 +164,72 @@ class TokenStore:
         except OSError as err:
             warnings.warn(f"tower tokens not stored at {path}: {err}", stacklevel=2)
             tmp.unlink(missing_ok=True)
+
+    def _compute(self, model, key: str, chunk: list[torch.Tensor], batch_size: int, claimed: bool = True):
+        try:
+            tokens = tower_tokens(model, torch.stack(chunk), batch_size)
+            self.save(key, tokens)
+        finally:
+            if claimed:
+                self._claim_path(key).unlink(missing_ok=True)
+        self.computed += 1
+        return tokens
+
+    def _claim_path(self, key: str) -> Path:
+        return self.path(key).with_suffix(".claim")
+
+    def _claim(self, key: str) -> bool:
+        """True if this process may compute ``key``'s chunk: it created the claim, or the existing
+        claim is stale, or claims cannot be made here at all (then nothing is shared)."""
+        path = self._claim_path(key)
+        for _ in range(2):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not self._stale(path):
+                    return False
+                path.unlink(missing_ok=True)  # its process is gone: take it over
+                continue
+            except OSError:
+                return True
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{socket.gethostname()} {os.getpid()}")
+            return True
+        return False
+
+    def _stale(self, claim: Path) -> bool:
+        """True if the process behind ``claim`` has died, or the claim is older than WAIT_S."""
+        try:
+            if time.time() - claim.stat().st_mtime > self.WAIT_S:
+                return True
+            host, pid = claim.read_text().split()
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError):
+            return False  # still being written
+        if host != socket.gethostname():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
+
+    def _wait(self, key: str, n: int) -> torch.Tensor | None:
+        """``key``'s tokens once the process that claimed them has written them; None if it gave up
+        (its claim is gone without a file, or stale) or WAIT_S passed."""
+        claim, deadline = self._claim_path(key), time.monotonic() + self.WAIT_S
+        while time.monotonic() < deadline:
+            got = self.load(key, n)
+            if got is not None:
+                return got
+            if not claim.exists() or self._stale(claim):
+                return self.load(key, n)  # written just before the claim went, or given up
+            time.sleep(self.POLL_S)
+        return None
 
 
 def _update(digest, name: str, tensor: torch.Tensor) -> None:
