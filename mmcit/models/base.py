@@ -93,6 +93,7 @@ class BuildContext:
     seed: int = 0
     log: Callable[[str], None] = print
     progress: bool = True
+    tower_token_cache: bool = True  # train.tower_token_cache: the tiny base's caption stage stores its tower tokens
 
 
 @dataclass

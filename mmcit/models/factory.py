@@ -20,7 +20,7 @@ def build_model(cfg: "RunConfig", data: "StreamData", cache_dir: Path | None = N
     ``cfg.seed`` (LoRA A matrices are random: same seed, same start)."""
     built = BACKENDS.get(cfg.model.type, "model.type")().build(
         cfg.model, BuildContext(data=data, cache_dir=cache_dir or cfg.data.cache_path(), seed=cfg.seed,
-                                log=log, progress=progress))
+                                log=log, progress=progress, tower_token_cache=cfg.train.tower_token_cache))
     lora = LoraSettings(r=cfg.model.lora_r, alpha=cfg.model.lora_alpha, dropout=cfg.model.lora_dropout,
                         target_modules=list(cfg.model.lora_targets))
     torch.manual_seed(cfg.seed)

@@ -38,9 +38,10 @@ class TrainConfig:
     # Tasks with at most this many training samples are encoded once; larger ones batch by batch.
     encode_once_limit: int = 4096
     # Keep a stage's frozen-tower tokens on disk (under the data cache folder, tower_tokens/) and
-    # read them back when a later run trains on the same images with the same tower weights, thread
-    # count, torch and CPU (mmcit.models.tower_cache.TokenStore): the same bits, without re-running
-    # the tower. Only where the tokens are cached in memory anyway (single process, frozen tower).
+    # read them back when a run trains on the same images with the same tower weights, thread count,
+    # torch and CPU (mmcit.models.tower_cache.TokenStore): the same bits, without re-running the
+    # tower; concurrent runs split the work. Only where the tokens are cached in memory anyway
+    # (single process, frozen tower). The tiny base's caption stage uses it too.
     tower_token_cache: bool = True
     # Shard the frozen base weights across data-parallel processes (FSDP2); also turned on by
     # `accelerate launch --use_fsdp`. Adapters stay whole on every process.

@@ -31,5 +31,6 @@ class TinyLlava(Backend):
         model, processor = load_or_pretrain(
             cfg, lambda: corpus_texts(data.instruction_root), lambda: data.captions, data_key=data.key, seed=ctx.seed,
             cache_dir=ctx.cache_dir, progress=ctx.progress, log=ctx.log, template=template,
+            token_store=ctx.tower_token_cache,
         )
         return Built(model, processor, template)

@@ -30,8 +30,11 @@ from mmcit.models.tiny_llava.build import (EFFICIENTNET, TinyModelSpec, build_pr
                                            truncate_tower)
 from mmcit.models.tiny_llava.config import TinyLlavaConfig
 from mmcit.models.tiny_llava.tokenizer import load_tokenizer, train_tokenizer
-from mmcit.models.tower_cache import tower_tokens, with_image_tokens
+from mmcit.models.tower_cache import TokenStore, tower_tokens, with_image_tokens
 from mmcit.progress import Progress, progress_mode
+
+#: Images per tower batch in the caption stage (a CPU convolution's bits depend on it).
+TOWER_BATCH = 64
 
 
 def spec_from_config(cfg: TinyLlavaConfig) -> TinyModelSpec:
@@ -68,36 +71,25 @@ def load_or_pretrain(
     progress: bool = True,
     log=print,
     template: Template | None = None,
+    token_store: bool = False,
 ):
     """Return (base model, processor), from the cache or freshly pretrained (captions in ``template``).
-    ``texts`` and ``captions`` are called only to pretrain (a cached base needs neither)."""
-    from transformers import AutoModelForImageTextToText
+    ``texts`` and ``captions`` are called only to pretrain (a cached base needs neither). With
+    ``token_store``, the frozen tower's tokens of the captions' images are kept in (and read from)
+    the cache folder's ``tower_tokens/`` (``mmcit.models.tower_cache.TokenStore``): another seed's
+    base on the same images skips the tower, with the same bits."""
 
     cache = (cache_dir or default_cache_dir()) / "bases" / base_key(cfg, data_key, seed)
     spec = spec_from_config(cfg)
     if (cache / "done").exists():
-        from transformers.utils import logging as hf_logging
-
-        tok = load_tokenizer(cache)
-        hf_logging.disable_progress_bar()  # a per-weight loading bar for a tiny cached model is noise
-        verbosity = hf_logging.get_verbosity()
-        # The checkpoint has no weights for the layers cut from the EfficientNet tower: the load
-        # report would list them as missing, and truncate_tower removes them again just below.
-        hf_logging.set_verbosity_error()
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(cache)
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            hf_logging.enable_progress_bar()
-        if spec.vision == EFFICIENTNET:
-            truncate_tower(model)
-        return model, build_processor(tok, spec.image_size, spec.patch_size, spec.vision)
+        return _load_cached(cache, spec)
     start = time.perf_counter()
     tok = train_tokenizer(["USER: ASSISTANT:", *texts()], vocab_size=cfg.vocab_size)
     model, processor = build_tiny_llava(spec, tok, seed=seed)
     records = captions() if cfg.pretrain.enabled else []
     if records:
-        _pretrain(model, processor, records, cfg, seed, progress, template)
+        store = TokenStore((cache_dir or default_cache_dir()) / "tower_tokens") if token_store else None
+        _pretrain(model, processor, records, cfg, seed, progress, template, store)
     tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     from transformers.utils import logging as hf_logging
@@ -118,8 +110,29 @@ def load_or_pretrain(
     return model, processor
 
 
+def _load_cached(cache: Path, spec: TinyModelSpec):
+    """(model, processor) of the base cached in ``cache``."""
+    from transformers import AutoModelForImageTextToText
+    from transformers.utils import logging as hf_logging
+
+    tok = load_tokenizer(cache)
+    hf_logging.disable_progress_bar()  # a per-weight loading bar for a tiny cached model is noise
+    verbosity = hf_logging.get_verbosity()
+    # The checkpoint has no weights for the layers cut from the EfficientNet tower: the load
+    # report would list them as missing, and truncate_tower removes them again just below.
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(cache)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if spec.vision == EFFICIENTNET:
+        truncate_tower(model)
+    return model, build_processor(tok, spec.image_size, spec.patch_size, spec.vision)
+
+
 def _pretrain(model, processor, captions: list[Sample], cfg: TinyLlavaConfig, seed: int, progress: bool,
-              template: Template | None = None) -> None:
+              template: Template | None = None, store: TokenStore | None = None) -> None:
     """Train on the captions (the LLaVA pretraining stage, in miniature)."""
     encoder = Encoder(processor, template)
     features = encoder.encode_train_many(captions)
@@ -140,7 +153,10 @@ def _pretrain(model, processor, captions: list[Sample], cfg: TinyLlavaConfig, se
         slot = [first.setdefault(s.image if s.image is not None else k, k) for k, s in enumerate(captions)]
         unique = sorted(set(slot))
         where = {k: j for j, k in enumerate(unique)}
-        tokens = tower_tokens(model, torch.stack([features[k]["pixel_values"] for k in unique]))
+        pixels = [features[k]["pixel_values"] for k in unique]
+        tokens = store.tokens(model, pixels, TOWER_BATCH) if store is not None else None
+        if tokens is None:  # no store, or more tokens than it keeps in memory
+            tokens = tower_tokens(model, torch.stack(pixels), TOWER_BATCH)
         image_tokens = tokens[torch.tensor([where[k] for k in slot])]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=pc.lr, weight_decay=0.0)
