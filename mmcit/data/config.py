@@ -14,8 +14,8 @@ COIN_TASKS = ["ScienceQA", "TextVQA", "ImageNet", "GQA", "VizWiz", "Grounding", 
 
 
 def default_cache_dir() -> Path:
-    """Where generated data, parsed files and pretrained bases are cached: ``$MMCIT_CACHE``, else
-    ``~/.cache/mmcit``."""
+    """Where generated data, parsed files, pretrained bases and tower tokens are cached:
+    ``$MMCIT_CACHE``, else ``~/.cache/mmcit``."""
     return Path(os.environ.get("MMCIT_CACHE", Path.home() / ".cache" / "mmcit"))
 
 
