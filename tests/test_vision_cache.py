@@ -231,3 +231,17 @@ def test_a_base_pretrained_again_reads_its_tower_tokens_and_is_byte_identical(tm
     assert len(stores) == 1 and stores[0].computed == 0 and stores[0].read > 0
     plain = build(store=False)
     assert stores == [] and filled == again == plain
+
+
+def test_a_store_that_cannot_be_written_still_gives_the_tokens_and_warns_once(tmp_path):
+    from mmcit.models.tower_cache import TokenStore, tower_tokens
+
+    model, batch = _model("efficientnet_lite0")
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the store's folder would be")
+    store = TokenStore(blocker / "tower_tokens")
+    store.CHUNK = 1  # two chunks, two failed writes
+    with pytest.warns(UserWarning, match="tower tokens not stored") as caught:
+        got = store.tokens(model, list(batch["pixel_values"]), 1)
+    assert torch.equal(got, tower_tokens(model, batch["pixel_values"], batch_size=1))
+    assert len([w for w in caught if "tower tokens not stored" in str(w.message)]) == 1 and store.computed == 2

@@ -84,6 +84,7 @@ class TokenStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.read = self.computed = self.waited = 0  # chunks: read at once, computed here, read after a wait
+        self.unwritable = False
 
     def tokens(self, model, pixels: list[torch.Tensor], batch_size: int) -> torch.Tensor | None:
         """The tower tokens of ``pixels`` at ``batch_size`` (as ``tower_tokens``), read where stored
@@ -162,8 +163,10 @@ class TokenStore:
             save_file({"tokens": tokens.contiguous().cpu()}, str(tmp))
             os.replace(tmp, path)
         except OSError as err:
-            warnings.warn(f"tower tokens not stored at {path}: {err}", stacklevel=2)
-            tmp.unlink(missing_ok=True)
+            if not self.unwritable:  # once per store: a read-only folder would say it for every chunk
+                warnings.warn(f"tower tokens not stored at {path}: {err}", stacklevel=2)
+            self.unwritable = True
+            _remove(tmp)
 
     def _compute(self, model, key: str, chunk: list[torch.Tensor], batch_size: int, claimed: bool = True):
         try:
@@ -171,7 +174,7 @@ class TokenStore:
             self.save(key, tokens)
         finally:
             if claimed:
-                self._claim_path(key).unlink(missing_ok=True)
+                _remove(self._claim_path(key))
         self.computed += 1
         return tokens
 
@@ -189,7 +192,7 @@ class TokenStore:
             except FileExistsError:
                 if not self._stale(path):
                     return False
-                path.unlink(missing_ok=True)  # its process is gone: take it over
+                _remove(path)  # its process is gone: take it over
                 continue
             except OSError:
                 return True
@@ -230,6 +233,14 @@ class TokenStore:
                 return self.load(key, n)  # written just before the claim went, or given up
             time.sleep(self.POLL_S)
         return None
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path`` if it is there and can be deleted."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _update(digest, name: str, tensor: torch.Tensor) -> None:
