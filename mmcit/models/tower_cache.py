@@ -113,7 +113,8 @@ class TokenStore:
                 parts[j] = self._compute(model, keys[j], chunks[j], batch_size, claimed=False)
             else:
                 self.waited += 1
-        return torch.cat([parts[j] for j in range(len(chunks))])
+        device = next(model.model.vision_tower.parameters()).device  # files load on the CPU
+        return torch.cat([parts[j].to(device) for j in range(len(chunks))])
 
     def head(self, model, batch_size: int) -> str:
         """The key's part that holds everything but the pixels."""
@@ -121,9 +122,10 @@ class TokenStore:
         tower = model.model.vision_tower
         device = next(tower.parameters()).device
         autocast = torch.is_autocast_enabled(device.type)
-        cpu = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else torch.cuda.get_device_name(device)
+        kernels = (torch.backends.cpu.get_cpu_capability() if device.type == "cpu"
+                   else torch.cuda.get_device_name(device) if device.type == "cuda" else None)
         head = (self.VERSION, model.config.model_type, getattr(model.config, "vision_feature_layer", None), batch_size,
-                torch.__version__, torch.get_num_threads(), cpu, str(device), autocast,
+                torch.__version__, torch.get_num_threads(), kernels, str(device), autocast,
                 str(torch.get_autocast_dtype(device.type)) if autocast else None)
         digest.update(repr(head).encode())
         for name, tensor in tower.state_dict().items():
@@ -244,8 +246,8 @@ def _remove(path: Path) -> None:
 
 
 def _update(digest, name: str, tensor: torch.Tensor) -> None:
-    t = tensor.detach().cpu().reshape(-1)
-    digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+    t = tensor.detach().cpu().reshape(-1)  # flat, so that a 0-d tensor can be viewed as bytes
+    digest.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
     digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
